@@ -1,0 +1,133 @@
+"""The operator contract: plain Python classes that the runtime hosts, in-process or on Ray.
+
+An operator never imports ``ray`` and never reads the wall clock (a clock, if it needs
+one, comes in its :class:`OperatorContext`). The same operator object serves replay,
+live and backtest; ``graph/runtime.py`` is the only place that knows about actors.
+
+Message order on every edge is: data batches, then the watermark that follows them,
+then more data, ..., then end-of-stream. A watermark ``w`` promises that no later tick
+on that edge has ``ts < w`` (ticks with ``ts == w`` may still come).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Emit",
+    "Watermark",
+    "OperatorContext",
+    "Params",
+    "Operator",
+    "Source",
+]
+
+#: One output of an operator: (output stream name, Arrow batch of that stream's schema).
+Emit = tuple[str, pa.RecordBatch]
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Event-time progress: no later tick on this edge has ``ts`` < ``ts`` (int64 ns UTC)."""
+
+    ts: int
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What the host tells an operator about where it runs.
+
+    Attributes:
+        node_id: the YAML node id (``bars``).
+        shard: this instance's shard index, 0-based.
+        num_shards: the node's ``parallelism``.
+        base_dir: directory of the graph file; relative paths in params resolve here.
+        clock_ns: wall clock, int64 ns since epoch UTC; operators call this, never ``time``.
+    """
+
+    node_id: str
+    shard: int = 0
+    num_shards: int = 1
+    base_dir: Path = field(default_factory=Path.cwd)
+    clock_ns: Callable[[], int] | None = None
+
+
+class Params(BaseModel):
+    """Base of every node kind's ``params`` model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Operator:
+    """A stateful stream operator: batches and watermarks in, emits out.
+
+    Subclasses set ``Params`` (their pydantic params model), ``outputs`` (output
+    stream name -> Arrow schema; the first is the default stream) and override the
+    ``on_*`` hooks. Every hook returns a list of :data:`Emit`; the host forwards them
+    downstream, then forwards the watermark / end-of-stream itself.
+    """
+
+    Params: ClassVar[type[Params]] = Params
+    outputs: ClassVar[dict[str, pa.Schema]] = {}
+
+    def __init__(self, params: Params, ctx: OperatorContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    def on_batch(self, stream: str, batch: pa.RecordBatch) -> list[Emit]:
+        """Process one batch that arrived on input stream ``stream`` (upstream's output name)."""
+        raise NotImplementedError
+
+    def on_watermark(self, ts: int) -> list[Emit]:
+        """Event time has reached ``ts`` (int64 ns UTC) on every input."""
+        return []
+
+    def on_eof(self) -> list[Emit]:
+        """Every input has ended: flush state (e.g. confirm forming bars)."""
+        return []
+
+    def close(self) -> None:
+        """Release resources (connections, files). Called once, after ``on_eof`` or on failure."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Operator-specific counters for the run summary (JSON-serialisable)."""
+        return {}
+
+    def snapshot(self) -> Any:
+        """State to restore after a restart (picklable)."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Restore the state returned by :meth:`snapshot`."""
+
+
+class Source:
+    """A source of ticks: a file replay, a live feed.
+
+    ``events()`` yields :data:`Emit` tuples and :class:`Watermark` objects in stream
+    order; the host pulls it step by step, so pausing or stopping is just not pulling.
+    """
+
+    Params: ClassVar[type[Params]] = Params
+    outputs: ClassVar[dict[str, pa.Schema]] = {}
+
+    def __init__(self, params: Params, ctx: OperatorContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    def events(self) -> Iterator[Emit | Watermark]:
+        """Yield data and watermarks until the source is exhausted."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (files, sockets)."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Source-specific counters for the run summary (JSON-serialisable)."""
+        return {}

@@ -1,0 +1,90 @@
+"""The Arrow schemas of every stream in a tickgraph graph: defined once, imported everywhere.
+
+Conventions (shared by every schema here):
+    * ``ts`` is event time, int64 nanoseconds since the Unix epoch, UTC.
+    * prices are float64 in the instrument's quote currency; sizes are float64
+      in shares, contracts or coins (the instrument's base unit).
+    * string columns are plain ``pa.string()``; nullable columns are marked.
+
+The SQL tables (``actors/store.py``) and the Parquet files (``actors/parquet_sink.py``)
+derive their columns from these schemas; ``tests/unit/test_schemas.py`` checks that.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = [
+    "TICK",
+    "BAR",
+    "QUARANTINE",
+    "BAR_FORMING",
+    "BAR_CONFIRMED",
+    "ORIGIN_LIVE",
+    "ORIGIN_REPLAY",
+    "empty_batch",
+]
+
+ORIGIN_LIVE = "live"
+ORIGIN_REPLAY = "replay"
+
+#: A tick: one trade (``price`` and ``size`` set) or one quote update (``price`` null,
+#: ``bid``/``ask`` set). A LOBSTER execution row is a trade that also carries the
+#: best bid/ask after the event.
+TICK = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),  # exchange event time, ns UTC
+        pa.field("price", pa.float64()),  # trade price; null for a quote-only tick
+        pa.field("size", pa.float64()),  # trade size; null for a quote-only tick
+        pa.field("side", pa.string()),  # aggressor side "buy" | "sell"; null if unknown
+        pa.field("bid", pa.float64()),
+        pa.field("ask", pa.float64()),
+        pa.field("bid_size", pa.float64()),
+        pa.field("ask_size", pa.float64()),
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),  # source sequence number (trade id / row)
+        pa.field("origin", pa.string(), nullable=False),  # "live" | "replay"
+    ]
+)
+
+BAR_FORMING = "forming"
+BAR_CONFIRMED = "confirmed"
+
+#: An OHLCV bar. ``ts`` is the bar OPEN time; the bar covers [ts, ts + timeframe)
+#: (``1d``: the instrument's trading session of that local date).
+BAR = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),  # bar open time, ns UTC
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),  # sum of trade sizes
+        pa.field("vwap", pa.float64(), nullable=False),  # sum(price*size)/sum(size)
+        pa.field("trade_count", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "forming" | "confirmed"
+    ]
+)
+
+#: A rejected input row, kept with its reason so nothing is silently dropped.
+#: ``source`` names where it came from (a file path, or a node id); ``row`` is the
+#: 0-based data row in that file, or the tick's ``seq`` when it came from a stream.
+QUARANTINE = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("symbol", pa.string()),
+        pa.field("ts", pa.int64()),
+        pa.field("reason", pa.string(), nullable=False),  # short machine code, e.g. "nan_price"
+        pa.field("detail", pa.string(), nullable=False),  # human sentence naming field and value
+        pa.field("raw", pa.string()),  # the offending input, as text
+    ]
+)
+
+
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A zero-row ``RecordBatch`` of ``schema``."""
+    return pa.RecordBatch.from_pylist([], schema=schema)
