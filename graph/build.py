@@ -1,0 +1,263 @@
+"""Build a validated graph into wired hosts (Ray actors or in-process) and drive it.
+
+``build_graph(loaded, backend="ray")`` starts one Ray actor per node shard (a
+``NodeHost`` wrapped by ``ray.remote``), wires every edge, and returns a
+:class:`GraphRun`; ``backend="local"`` builds the same hosts as plain objects in this
+process (tests, the in-process baseline). ``GraphRun.run()`` drives the sources
+until end-of-stream, a ``--duration``, Ctrl-C, or a node failure.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graph.operator import Source
+from graph.runtime import HostConfig, LocalTransport, NodeFailure, NodeHost, Route, find_node_failure
+from graph.spec import LoadedGraph
+
+__all__ = ["RunResult", "GraphRun", "build_graph", "plan_hosts", "plan_routes"]
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports.
+
+    Attributes:
+        elapsed_s: wall seconds from the first source step to drained end-of-stream.
+        hosts: ``NodeHost.metrics()`` of every shard, in topological order.
+        stopped_early: True if ``--duration`` or Ctrl-C ended the sources.
+    """
+
+    elapsed_s: float
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def plan_hosts(loaded: LoadedGraph) -> dict[str, list[HostConfig]]:
+    """One :class:`HostConfig` per shard of every node, in topological order."""
+    spec = loaded.spec
+    plan: dict[str, list[HostConfig]] = {}
+    for node_id in loaded.order:
+        node = spec.node(node_id)
+        channels: list[str] = []
+        for upstream in dict.fromkeys(u for u, _ in loaded.edges[node_id]):
+            channels.extend(f"{upstream}#{s}" for s in range(spec.node(upstream).parallelism))
+        plan[node_id] = [
+            HostConfig(
+                node_id=node_id,
+                kind=node.kind,
+                params=node.params,
+                shard=shard,
+                num_shards=node.parallelism,
+                base_dir=str(loaded.base_dir),
+                inputs=channels,
+            )
+            for shard in range(node.parallelism)
+        ]
+    return plan
+
+
+def plan_routes(loaded: LoadedGraph) -> dict[str, list[Route]]:
+    """For every node, the routes to its downstream nodes (one per downstream node)."""
+    spec = loaded.spec
+    routes: dict[str, dict[str, set[str]]] = {n: {} for n in loaded.order}
+    for node_id, inputs in loaded.edges.items():
+        for upstream, stream in inputs:
+            routes[upstream].setdefault(node_id, set()).add(stream)
+    return {
+        upstream: [
+            Route(target=t, streams=frozenset(s), key=spec.node(t).key, num_shards=spec.node(t).parallelism)
+            for t, s in sorted(targets.items())
+        ]
+        for upstream, targets in routes.items()
+    }
+
+
+class GraphRun:
+    """A built graph: drive it with :meth:`run`, then it is finished (one run per build)."""
+
+    def __init__(self, loaded: LoadedGraph, backend: str, hosts: dict[tuple[str, int], Any]) -> None:
+        self.loaded = loaded
+        self.backend = backend
+        self.hosts = hosts
+        self.sources = [
+            key for key in hosts if issubclass(_kind_class(loaded, key[0]), Source)
+        ]
+
+    def _call(self, key: tuple[str, int], method: str, *args: Any, **kwargs: Any) -> Any:
+        host = self.hosts[key]
+        if self.backend == "local":
+            return getattr(host, method)(*args, **kwargs)
+        return getattr(host, method).remote(*args, **kwargs)
+
+    def _get(self, ref: Any) -> Any:
+        if self.backend == "local":
+            return ref
+        import ray
+
+        return ray.get(ref)
+
+    def run(
+        self,
+        *,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        duration_s: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        """Drive the sources to end-of-stream and collect every host's metrics.
+
+        Args:
+            on_progress: called with (rows emitted by sources, latest source watermark).
+            duration_s: stop the sources after this many wall seconds, flush, finish.
+            should_stop: polled between steps; True ends the sources cleanly (Ctrl-C).
+
+        Returns:
+            :class:`RunResult`.
+
+        Raises:
+            NodeFailure: a node raised or its actor died; names the node and shard.
+        """
+        pump_events = self.loaded.spec.runtime.pump_events
+        started = time.perf_counter()
+        stopped_early = False
+
+        def stop_now() -> bool:
+            nonlocal stopped_early
+            if (duration_s is not None and time.perf_counter() - started >= duration_s) or (
+                should_stop is not None and should_stop()
+            ):
+                stopped_early = True
+            return stopped_early
+
+        progress: dict[tuple[str, int], dict[str, Any]] = {}
+        try:
+            if self.backend == "local":
+                pending = list(self.sources)
+                while pending:
+                    for key in list(pending):
+                        progress[key] = self.hosts[key].pump(pump_events, stop=stop_now())
+                        if progress[key]["done"]:
+                            pending.remove(key)
+                        _report(on_progress, progress)
+            else:
+                import ray
+
+                refs = {self._call(key, "pump", pump_events): key for key in self.sources}
+                while refs:
+                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
+                    for ref in ready:
+                        key = refs.pop(ref)
+                        progress[key] = ray.get(ref)
+                        if not progress[key]["done"]:
+                            refs[self._call(key, "pump", pump_events, stop=stop_now())] = key
+                    _report(on_progress, progress)
+        except BaseException as exc:
+            failure = find_node_failure(exc) if isinstance(exc, Exception) else None
+            self.abort()
+            if failure is not None:
+                raise failure from None
+            raise
+        elapsed = time.perf_counter() - started
+        metrics = [self._get(self._call(key, "metrics")) for key in self.hosts]
+        self.shutdown()
+        return RunResult(elapsed_s=elapsed, hosts=metrics, stopped_early=stopped_early)
+
+    def abort(self) -> None:
+        """Stop every host now (after a failure or an interrupt) without waiting for drains."""
+        if self.backend == "local":
+            for host in self.hosts.values():
+                host.close()
+            return
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Kill the actors of this graph (no-op in-process)."""
+        if self.backend == "local":
+            return
+        import ray
+
+        for handle in self.hosts.values():
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # already dead: nothing left to release
+                continue
+
+
+def _report(on_progress: Callable | None, progress: dict) -> None:
+    if on_progress is None or not progress:
+        return
+    rows = sum(p["rows"] for p in progress.values())
+    marks = [p["watermark"] for p in progress.values() if p["watermark"] is not None]
+    on_progress(rows, max(marks) if marks else None)
+
+
+def _kind_class(loaded: LoadedGraph, node_id: str) -> type:
+    from actors import load_kind
+
+    return load_kind(loaded.spec.node(node_id).kind)
+
+
+def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
+    """Start and wire every node shard.
+
+    Args:
+        loaded: a validated graph (``graph.spec.load_graph``).
+        backend: ``"ray"`` (actors in the connected Ray cluster; call ``ray.init``
+            first) or ``"local"`` (plain objects in this process).
+
+    Returns:
+        A :class:`GraphRun` ready to :meth:`GraphRun.run`.
+
+    Raises:
+        NodeFailure: an operator failed to start (e.g. the store cannot connect).
+        ValueError: unknown backend.
+    """
+    plan = plan_hosts(loaded)
+    routes = plan_routes(loaded)
+    max_in_flight = loaded.spec.runtime.max_in_flight
+    if backend == "local":
+        hosts: dict[tuple[str, int], Any] = {
+            (c.node_id, c.shard): NodeHost(c) for configs in plan.values() for c in configs
+        }
+        transport = LocalTransport(hosts)
+        for (node_id, _), host in hosts.items():
+            host.start()
+        for (node_id, _), host in hosts.items():
+            host.connect(routes[node_id], transport)
+        return GraphRun(loaded, backend, hosts)
+    if backend != "ray":
+        raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
+
+    import ray
+
+    actor_class = ray.remote(NodeHost)
+    run_tag = uuid.uuid4().hex[:6]
+    hosts = {}
+    for configs in plan.values():
+        for config in configs:
+            hosts[(config.node_id, config.shard)] = actor_class.options(
+                name=f"{loaded.spec.name}.{config.node_id}#{config.shard}.{run_tag}",
+                max_restarts=0,
+                max_concurrency=1,
+            ).remote(config)
+    run = GraphRun(loaded, backend, hosts)
+    try:
+        starts = {key: handle.start.remote() for key, handle in hosts.items()}
+        for key, ref in starts.items():
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                failure = find_node_failure(exc) or NodeFailure(key[0], key[1], f"{type(exc).__name__}: {exc}")
+                raise failure from None
+        ray.get([
+            handle.connect.remote(routes[key[0]], None, ray_handles=hosts, max_in_flight=max_in_flight)
+            for key, handle in hosts.items()
+        ])
+    except BaseException:
+        run.shutdown()
+        raise
+    return run

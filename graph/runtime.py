@@ -1,0 +1,451 @@
+"""The graph runtime: hosting operators, routing micro-batches, backpressure, watermarks.
+
+One generic :class:`NodeHost` hosts one shard of one node. It is a plain class: the
+builder wraps it with ``ray.remote`` for a deployment, or calls it directly for the
+in-process chain (tests, backtests, the Ray-free baseline). Only the *transport*
+differs (:class:`RayTransport` / :class:`LocalTransport`), so both run the same code.
+
+Wire protocol between hosts: ``push(channel, messages)`` where ``channel`` names the
+sending shard (``"normalizer#0"``) and ``messages`` is an ordered list of
+
+    ("data", stream, RecordBatch) | ("wm", ts_ns) | ("eof",)
+
+Every incoming call produces at most one outgoing call per downstream shard, so the
+Ray call count scales with batches, never with ticks. Ray runs calls from one caller
+to one synchronous actor in submission order, so each edge is FIFO and watermarks
+and end-of-stream stay in order with the data (docs: ray-core/actors/task-orders).
+
+Watermarks: a host with several input channels advances to the *minimum* of its
+channels' watermarks (as Flink does), and ends when every channel has sent ``eof``.
+When a host sees its last ``eof`` it forwards ``eof`` and then waits for every call
+it has in flight, so a source's final ``pump`` returns only once the whole graph
+has drained; any failure downstream surfaces there as :class:`NodeFailure`.
+
+Backpressure: at most ``max_in_flight`` calls per (sender, receiver shard) are
+pending; a sender blocks on the oldest before sending more (Ray pattern
+"limit-pending-tasks"), so a fast source never fills memory in front of a slow sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from actors import load_kind
+from graph.operator import OperatorContext, Source, Watermark
+
+__all__ = [
+    "DATA",
+    "WATERMARK",
+    "EOF",
+    "NodeFailure",
+    "Route",
+    "NodeHost",
+    "LocalTransport",
+    "RayTransport",
+    "shard_of",
+    "partition_batch",
+]
+
+_log = logging.getLogger("tickgraph.runtime")
+
+DATA = "data"
+WATERMARK = "wm"
+EOF = "eof"
+
+Message = tuple
+
+
+class NodeFailure(RuntimeError):
+    """A node's operator raised (or its actor died); names the node and shard.
+
+    Attributes:
+        node_id: the YAML node id.
+        shard: the shard index.
+        error: one line, ``ExceptionType: message``.
+        details: the formatted traceback inside the operator (for ``--verbose``).
+    """
+
+    def __init__(self, node_id: str, shard: int, error: str, details: str = "") -> None:
+        super().__init__(f"node '{node_id}' (shard {shard}) failed: {error}")
+        self.node_id = node_id
+        self.shard = shard
+        self.error = error
+        self.details = details
+
+    def __reduce__(self):  # keep attributes across Ray's pickling
+        return (NodeFailure, (self.node_id, self.shard, self.error, self.details))
+
+
+def find_node_failure(exc: BaseException) -> NodeFailure | None:
+    """The innermost :class:`NodeFailure` in ``exc``'s cause chain (Ray wraps errors)."""
+    seen: set[int] = set()
+    found = None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NodeFailure):
+            found = exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return found
+
+
+_SHARD_CACHE: dict[tuple[str, int], int] = {}
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """Stable shard of ``key``: ``crc32(utf-8 key) % num_shards`` (same in every process/run)."""
+    cached = _SHARD_CACHE.get((key, num_shards))
+    if cached is None:
+        cached = zlib.crc32(key.encode("utf-8")) % num_shards
+        _SHARD_CACHE[(key, num_shards)] = cached
+    return cached
+
+
+def partition_batch(batch: pa.RecordBatch, key: str, num_shards: int) -> list[tuple[int, pa.RecordBatch]]:
+    """Split ``batch`` by the stable hash of string column ``key``.
+
+    Row order within each part is the batch's order. Cost is one dictionary
+    encoding of the key column plus one ``take`` per non-empty shard.
+
+    Returns:
+        ``[(shard, sub_batch), ...]`` for the shards that receive rows, ascending.
+
+    Raises:
+        KeyError: ``key`` is not a column of ``batch``.
+    """
+    column = batch.column(key)  # raises KeyError with the column name
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    values = encoded.dictionary.to_pylist()
+    shard_per_value = np.fromiter((shard_of(v, num_shards) for v in values), dtype=np.int64, count=len(values))
+    shards = shard_per_value[encoded.indices.to_numpy(zero_copy_only=False)]
+    present = np.unique(shard_per_value)
+    if len(present) == 1:
+        return [(int(present[0]), batch)]
+    return [(int(s), batch.take(pa.array(np.flatnonzero(shards == s)))) for s in present]
+
+
+@dataclass
+class Route:
+    """Where one node's outputs go: one downstream node (all its shards).
+
+    Attributes:
+        target: downstream node id.
+        streams: which of this node's output streams the target subscribes to.
+        key: partition column for a keyed target (``"symbol"``); None = round-robin.
+        num_shards: the target's parallelism.
+    """
+
+    target: str
+    streams: frozenset[str]
+    key: str | None
+    num_shards: int
+    _next: int = 0
+
+    def split(self, batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
+        """The (shard, rows) parts of ``batch`` for this route."""
+        if self.num_shards == 1:
+            return [(0, batch)]
+        if self.key is not None:
+            return partition_batch(batch, self.key, self.num_shards)
+        shard = self._next
+        self._next = (self._next + 1) % self.num_shards
+        return [(shard, batch)]
+
+
+class LocalTransport:
+    """In-process delivery: a call is a direct method call on the target host."""
+
+    def __init__(self, hosts: dict[tuple[str, int], NodeHost]) -> None:
+        self.hosts = hosts
+
+    def send(self, target: str, shard: int, channel: str, messages: list[Message]) -> None:
+        self.hosts[(target, shard)].push(channel, messages)
+
+    def drain(self) -> None:
+        """Nothing is ever in flight in-process."""
+
+
+class RayTransport:
+    """Delivery to Ray actors with at most ``max_in_flight`` pending calls per target shard."""
+
+    def __init__(self, handles: dict[tuple[str, int], Any], max_in_flight: int) -> None:
+        import ray  # the only import of ray below graph/build.py
+
+        self._ray = ray
+        self.handles = handles
+        self.max_in_flight = max_in_flight
+        self.in_flight: dict[tuple[str, int], deque] = {}
+
+    def send(self, target: str, shard: int, channel: str, messages: list[Message]) -> None:
+        pending = self.in_flight.setdefault((target, shard), deque())
+        while len(pending) >= self.max_in_flight:
+            self._wait(target, shard, pending.popleft())
+        pending.append(self.handles[(target, shard)].push.remote(channel, messages))
+
+    def drain(self) -> None:
+        """Wait for every pending call; re-raise the first downstream failure."""
+        for (target, shard), pending in self.in_flight.items():
+            while pending:
+                self._wait(target, shard, pending.popleft())
+
+    def _wait(self, target: str, shard: int, ref: Any) -> None:
+        try:
+            self._ray.get(ref)
+        except Exception as exc:  # re-raise as the failing node's NodeFailure
+            failure = find_node_failure(exc)
+            if failure is not None:
+                raise failure from None
+            raise NodeFailure(target, shard, f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+
+
+@dataclass
+class HostConfig:
+    """Everything a host needs to build its operator (picklable, sent to the actor).
+
+    Attributes:
+        node_id, kind, params: from the validated graph spec (params as plain data).
+        shard, num_shards: this host's place in the node's parallelism.
+        base_dir: the graph file's directory, for relative paths.
+        inputs: the channels (``"node#shard"``) this host receives from.
+    """
+
+    node_id: str
+    kind: str
+    params: dict[str, Any]
+    shard: int = 0
+    num_shards: int = 1
+    base_dir: str = "."
+    inputs: list[str] = field(default_factory=list)
+
+
+class NodeHost:
+    """Hosts one shard of one node: feeds its operator and routes what it emits.
+
+    Lifecycle: ``start()`` builds the operator, ``connect(routes, transport)`` wires
+    outputs; then either ``push()`` (operators) or ``pump()`` (sources) until
+    end-of-stream; ``metrics()`` at any time.
+    """
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.channel = f"{config.node_id}#{config.shard}"
+        self.op: Any = None
+        self.routes: list[Route] = []
+        self.transport: Any = None
+        self.channel_wm: dict[str, int | None] = {c: None for c in config.inputs}
+        self.open_channels: set[str] = set(config.inputs)
+        self.watermark: int | None = None
+        self.finished = False
+        self.failure: NodeFailure | None = None
+        self.rows_in = 0
+        self.rows_out: dict[str, int] = {}
+        self.quarantined: dict[str, int] = {}
+        self._events: Iterator | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> str:
+        """Build the operator from the config; returns the channel name."""
+        cfg = self.config
+        cls = load_kind(cfg.kind)
+        params = cls.Params.model_validate(cfg.params, context={"base_dir": Path(cfg.base_dir)})
+        ctx = OperatorContext(
+            node_id=cfg.node_id,
+            shard=cfg.shard,
+            num_shards=cfg.num_shards,
+            base_dir=Path(cfg.base_dir),
+            clock_ns=_wall_clock_ns,
+        )
+        self.op = self._guard(lambda: cls(params, ctx))
+        return self.channel
+
+    def connect(self, routes: list[Route], transport: Any = None, *, ray_handles: dict | None = None,
+                max_in_flight: int = 4) -> None:
+        """Wire outputs. In-process: pass ``transport``; on Ray: pass ``ray_handles``."""
+        self.routes = routes
+        self.transport = transport if transport is not None else RayTransport(ray_handles or {}, max_in_flight)
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters: rows in/out per stream, quarantine reasons, watermark, operator metrics."""
+        op_metrics = self.op.metrics() if self.op is not None else {}
+        return {
+            "node_id": self.config.node_id,
+            "kind": self.config.kind,
+            "shard": self.config.shard,
+            "rows_in": self.rows_in,
+            "rows_out": dict(self.rows_out),
+            "quarantined": dict(self.quarantined),
+            "watermark": self.watermark,
+            "finished": self.finished,
+            "operator": op_metrics,
+        }
+
+    # -- operators ----------------------------------------------------------------
+    def push(self, channel: str, messages: list[Message]) -> None:
+        """Deliver an ordered list of messages from input ``channel``.
+
+        Raises:
+            NodeFailure: this operator (or a downstream one) raised.
+        """
+        if self.failure is not None:
+            raise self.failure
+        outbox: dict[tuple[str, int], list[Message]] = {}
+        ended = False
+        for message in messages:
+            tag = message[0]
+            if tag == DATA:
+                _, stream, batch = message
+                self.rows_in += batch.num_rows
+                self._route(self._guard(lambda: self.op.on_batch(stream, batch)), outbox)
+            elif tag == WATERMARK:
+                self.channel_wm[channel] = message[1]
+                self._advance_watermark(outbox)
+            elif tag == EOF:
+                self.open_channels.discard(channel)
+                self.channel_wm.pop(channel, None)
+                if self.open_channels:
+                    self._advance_watermark(outbox)
+                else:
+                    self._route(self._guard(self.op.on_eof), outbox)
+                    self._broadcast((EOF,), outbox)
+                    ended = True
+        self._send(outbox)
+        if ended:
+            self._finish()
+
+    def _advance_watermark(self, outbox: dict) -> None:
+        marks = list(self.channel_wm.values())
+        if not marks or any(m is None for m in marks):
+            return
+        low = min(marks)
+        if self.watermark is None or low > self.watermark:
+            self.watermark = low
+            self._route(self._guard(lambda: self.op.on_watermark(low)), outbox)
+            self._broadcast((WATERMARK, low), outbox)
+
+    # -- sources --------------------------------------------------------------------
+    def pump(self, max_events: int = 8, stop: bool = False) -> dict[str, Any]:
+        """Pull up to ``max_events`` events from the source and send them downstream.
+
+        Args:
+            max_events: events (batches or watermarks) to pull in this call.
+            stop: end the stream now (Ctrl-C, ``--duration``): close the source,
+                send end-of-stream and drain.
+
+        Returns:
+            ``{"rows": rows emitted so far, "watermark": ts or None, "done": bool}``.
+
+        Raises:
+            NodeFailure: the source, or any node downstream of it, failed.
+        """
+        if self.failure is not None:
+            raise self.failure
+        if self.finished:
+            return self._progress()
+        if self._events is None:
+            self._events = iter(self._guard(self.op.events))
+        outbox: dict[tuple[str, int], list[Message]] = {}
+        done = stop
+        if not stop:
+            for _ in range(max_events):
+                event = self._guard(lambda: next(self._events, None))
+                if event is None:
+                    done = True
+                    break
+                if isinstance(event, Watermark):
+                    if self.watermark is None or event.ts > self.watermark:
+                        self.watermark = event.ts
+                        self._broadcast((WATERMARK, event.ts), outbox)
+                else:
+                    self._route([event], outbox)
+        if done:
+            self._broadcast((EOF,), outbox)
+        self._send(outbox)
+        if done:
+            self._finish()
+        return self._progress()
+
+    def _progress(self) -> dict[str, Any]:
+        return {"rows": sum(self.rows_out.values()), "watermark": self.watermark, "done": self.finished}
+
+    # -- routing ------------------------------------------------------------------------
+    def _route(self, emits: list, outbox: dict) -> None:
+        for stream, batch in emits or ():
+            if batch.num_rows == 0:
+                continue
+            self.rows_out[stream] = self.rows_out.get(stream, 0) + batch.num_rows
+            if stream == "quarantine":
+                for item in pc.value_counts(batch.column("reason")).to_pylist():
+                    self.quarantined[item["values"]] = self.quarantined.get(item["values"], 0) + item["counts"]
+            for route in self.routes:
+                if stream in route.streams:
+                    for shard, part in route.split(batch):
+                        outbox.setdefault((route.target, shard), []).append((DATA, stream, part))
+
+    def _broadcast(self, message: Message, outbox: dict) -> None:
+        for route in self.routes:
+            for shard in range(route.num_shards):
+                outbox.setdefault((route.target, shard), []).append(message)
+
+    def _send(self, outbox: dict) -> None:
+        for (target, shard), messages in outbox.items():
+            try:
+                self.transport.send(target, shard, self.channel, messages)
+            except NodeFailure as failure:
+                self.failure = failure
+                raise
+
+    def _finish(self) -> None:
+        try:
+            self.transport.drain()
+        except NodeFailure as failure:
+            self.failure = failure
+            raise
+        finally:
+            self.finished = True
+            self._close()
+
+    def _close(self) -> None:
+        if self.op is not None:
+            self._guard(self.op.close)
+
+    def close(self) -> None:
+        """Release the operator's resources (idempotent); used when a run is aborted."""
+        if self.op is not None and not self.finished:
+            self.finished = True
+            try:
+                self.op.close()
+            except Exception as exc:  # closing after a failure: the first error is what matters
+                _log.warning("node %s: close after abort failed: %s", self.channel, exc)
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        """Run operator code; turn its exception into this node's NodeFailure."""
+        try:
+            return fn()
+        except NodeFailure:
+            raise
+        except Exception as exc:
+            self.failure = NodeFailure(
+                self.config.node_id,
+                self.config.shard,
+                f"{type(exc).__name__}: {exc}",
+                traceback.format_exc(),
+            )
+            raise self.failure from exc
+
+
+def _wall_clock_ns() -> int:
+    import time
+
+    return time.time_ns()

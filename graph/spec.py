@@ -1,0 +1,388 @@
+"""The YAML graph spec: pydantic models, loading, ``${VAR}`` interpolation and validation.
+
+A graph file::
+
+    name: replay
+    runtime: {max_in_flight: 4, pump_events: 8}
+    nodes:
+      - id: source
+        kind: file_replay
+        params: {files: [...]}
+      - id: bars
+        kind: bars
+        inputs: [normalizer]          # "node" = its default (first) output stream
+        parallelism: 2                # shards; keyed by `key`
+        key: symbol
+      - id: store
+        kind: sql_store
+        inputs: [bars, normalizer.quarantine]   # "node.stream" = a named output
+
+The whole file is validated before any actor starts; every problem is reported with
+its YAML path (``nodes[2].params.timeframes[0]: '7q' is not a timeframe ...``).
+Environment values fill ``${VAR}`` and ``${VAR:-default}`` inside string values;
+they are substituted after YAML parsing, so a value can never inject YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from actors import KINDS, load_kind
+from graph.operator import Source
+
+__all__ = [
+    "GraphError",
+    "NodeSpec",
+    "RuntimeSettings",
+    "GraphSpec",
+    "LoadedGraph",
+    "load_graph",
+    "resolve_graph_path",
+    "parse_override",
+    "yaml_path",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class GraphError(ValueError):
+    """A graph file that cannot run: each line of the message names the file and a YAML path."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+
+
+class NodeSpec(BaseModel):
+    """One node: an actor kind with params, fed by ``inputs``.
+
+    Attributes:
+        id: unique node id (``[A-Za-z_][A-Za-z0-9_]*``).
+        kind: a registered kind (``actors.KINDS``).
+        params: the kind's parameters, validated by its ``Params`` model.
+        inputs: ``"node"`` (that node's default output stream) or ``"node.stream"``.
+        parallelism: number of shards (actors) for this node, >= 1.
+        key: partition column (e.g. ``symbol``) routing rows to shards by stable hash;
+            required when ``parallelism > 1`` for stateful keyed kinds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    parallelism: int = Field(default=1, ge=1, le=1024)
+    key: str | None = None
+
+
+class RuntimeSettings(BaseModel):
+    """Runtime knobs for a whole graph.
+
+    Attributes:
+        max_in_flight: pending batches allowed per edge (sender -> receiver shard).
+        pump_events: source events (batches/watermarks) moved per driver step.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int = Field(default=4, ge=1, le=1024)
+    pump_events: int = Field(default=8, ge=1, le=4096)
+
+
+class GraphSpec(BaseModel):
+    """A whole graph file (see module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "graph"
+    description: str = ""
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    nodes: list[NodeSpec] = Field(min_length=1)
+
+    def node(self, node_id: str) -> NodeSpec:
+        """The node with ``node_id``; KeyError if absent."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+
+@dataclass(frozen=True)
+class LoadedGraph:
+    """A validated graph, ready to build.
+
+    Attributes:
+        path: the graph file.
+        spec: the validated spec (params are plain data, env already substituted).
+        order: node ids in topological order (sources first).
+        edges: ``{node_id: [(upstream_id, stream), ...]}``.
+    """
+
+    path: Path
+    spec: GraphSpec
+    order: tuple[str, ...]
+    edges: dict[str, list[tuple[str, str]]]
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative paths in params resolve against."""
+        return self.path.parent
+
+
+def yaml_path(loc: Sequence[str | int]) -> str:
+    """Render a pydantic ``loc`` tuple as a YAML path: ``('nodes', 2, 'id')`` -> ``nodes[2].id``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def _pydantic_problems(err: ValidationError, prefix: Sequence[str | int] = ()) -> list[str]:
+    problems = []
+    for item in err.errors(include_url=False, include_input=False):
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # Tagged unions add the tag as a loc element; keep it: it tells which variant failed.
+        msg = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{yaml_path([*prefix, *loc])}: {msg}")
+    return problems
+
+
+def resolve_graph_path(name_or_path: str) -> Path:
+    """A path as given if it exists, else ``config/<name>`` (``.yaml`` added if missing).
+
+    Raises:
+        GraphError: neither exists.
+    """
+    given = Path(name_or_path)
+    candidates = [given]
+    if not given.is_absolute() and len(given.parts) == 1:
+        candidates.append(CONFIG_DIR / given)
+        if given.suffix not in (".yaml", ".yml"):
+            candidates.append(CONFIG_DIR / f"{given}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise GraphError(name_or_path, [f"graph file not found (looked in: {', '.join(str(c) for c in candidates)})"])
+
+
+def _interpolate(value: Any, env: Mapping[str, str], loc: list[str | int], problems: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{yaml_path(loc)}: environment variable {name} is not set (use ${{{name}:-default}})")
+            return ""
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, [*loc, k], problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, [*loc, i], problems) for i, v in enumerate(value)]
+    return value
+
+
+def parse_override(text: str) -> tuple[str, list[str], Any]:
+    """Parse ``NODE.KEY=VALUE`` from ``--set``.
+
+    ``KEY`` is a node field (``parallelism``, ``key``, ``kind``, ``inputs``) or a
+    param; ``params.`` may be written explicitly, and dotted keys reach nested params
+    (``source.params.url=ws://...``). ``VALUE`` is parsed as a YAML scalar/flow value,
+    so ``2`` is an int and ``[1m,5m]`` a list.
+
+    Returns:
+        ``(node_id, path_within_node, value)``, e.g. ``("bars", ["parallelism"], 2)``.
+
+    Raises:
+        ValueError: not of the form ``NODE.KEY=VALUE``.
+    """
+    target, sep, raw = text.partition("=")
+    parts = target.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ValueError(f"--set {text!r}: expected NODE.KEY=VALUE (e.g. bars.parallelism=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node_id, path = parts[0], parts[1:]
+    if path[0] not in NodeSpec.model_fields or path[0] == "id":
+        path = ["params", *path]
+    return node_id, path, value
+
+
+def _apply_overrides(doc: Any, overrides: Sequence[str], problems: list[str]) -> None:
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    for text in overrides:
+        try:
+            node_id, path, value = parse_override(text)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        matches = [n for n in nodes or [] if isinstance(n, dict) and n.get("id") == node_id]
+        if not matches:
+            problems.append(f"--set {text!r}: no node with id {node_id!r}")
+            continue
+        cursor = matches[0]
+        for key in path[:-1]:
+            if not isinstance(cursor.get(key), dict):
+                cursor[key] = {}
+            cursor = cursor[key]
+        cursor[path[-1]] = value
+
+
+def load_graph(
+    name_or_path: str | Path,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> LoadedGraph:
+    """Read, interpolate, override and validate a graph file; start nothing.
+
+    Args:
+        name_or_path: a path, or a bare name looked up in ``config/``.
+        overrides: ``--set NODE.KEY=VALUE`` strings, applied after interpolation.
+        env: environment for ``${VAR}`` (default ``os.environ``).
+
+    Returns:
+        The validated :class:`LoadedGraph`.
+
+    Raises:
+        GraphError: every problem found, each with its YAML path (YAML syntax errors
+            with line and column; unknown kind; unknown input node or stream; cycle;
+            bad params such as a bad timeframe or a missing file).
+    """
+    path = resolve_graph_path(str(name_or_path))
+    source = _display(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise GraphError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if not isinstance(doc, dict):
+        raise GraphError(source, ["<root>: a graph file must be a mapping with a 'nodes' list"])
+    problems: list[str] = []
+    doc = _interpolate(doc, os.environ if env is None else env, [], problems)
+    _apply_overrides(doc, overrides, problems)
+    if problems:
+        raise GraphError(source, problems)
+    try:
+        spec = GraphSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise GraphError(source, _pydantic_problems(exc)) from None
+    loaded = _check_graph(spec, path, problems)
+    if problems:
+        raise GraphError(source, problems)
+    return loaded
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _check_graph(spec: GraphSpec, path: Path, problems: list[str]) -> LoadedGraph:
+    index = {}
+    for i, node in enumerate(spec.nodes):
+        if node.id in index:
+            problems.append(f"nodes[{i}].id: duplicate node id {node.id!r} (first at nodes[{index[node.id]}])")
+        else:
+            index[node.id] = i
+
+    classes: dict[str, Any] = {}
+    validated_params: dict[str, dict[str, Any]] = {}
+    for i, node in enumerate(spec.nodes):
+        if node.kind not in KINDS:
+            problems.append(f"nodes[{i}].kind: unknown kind {node.kind!r} (known: {', '.join(sorted(KINDS))})")
+            continue
+        cls = load_kind(node.kind)
+        classes[node.id] = cls
+        try:
+            model = cls.Params.model_validate(node.params, context={"base_dir": path.parent})
+            validated_params[node.id] = model.model_dump(mode="json", exclude_unset=False)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, ("nodes", i, "params")))
+        is_source = issubclass(cls, Source)
+        if is_source and node.inputs:
+            problems.append(f"nodes[{i}].inputs: a {node.kind} node is a source and takes no inputs")
+        if not is_source and not node.inputs:
+            problems.append(f"nodes[{i}].inputs: a {node.kind} node needs at least one input")
+        if is_source and node.parallelism != 1:
+            problems.append(f"nodes[{i}].parallelism: a source runs as one actor (got {node.parallelism})")
+        if node.parallelism > 1 and node.key is None and getattr(cls, "keyed", False):
+            problems.append(f"nodes[{i}].key: a {node.kind} node with parallelism > 1 needs a key (e.g. symbol)")
+
+    edges: dict[str, list[tuple[str, str]]] = {node.id: [] for node in spec.nodes}
+    for i, node in enumerate(spec.nodes):
+        for j, ref in enumerate(node.inputs):
+            upstream, _, stream = ref.partition(".")
+            where = f"nodes[{i}].inputs[{j}]"
+            if upstream not in index:
+                problems.append(f"{where}: unknown input node {upstream!r}")
+                continue
+            if upstream == node.id:
+                problems.append(f"{where}: node {node.id!r} cannot read its own output (cycle)")
+                continue
+            up_cls = classes.get(upstream)
+            if up_cls is None:
+                continue
+            outputs = list(up_cls.outputs)
+            if not outputs:
+                problems.append(f"{where}: node {upstream!r} ({spec.nodes[index[upstream]].kind}) has no outputs")
+                continue
+            stream = stream or outputs[0]
+            if stream not in up_cls.outputs:
+                problems.append(f"{where}: node {upstream!r} has no output stream {stream!r} (has: {', '.join(outputs)})")
+                continue
+            if node.key is not None and node.key not in up_cls.outputs[stream].names:
+                problems.append(
+                    f"nodes[{i}].key: {node.key!r} is not a column of {upstream}.{stream} "
+                    f"(columns: {', '.join(up_cls.outputs[stream].names)})"
+                )
+            edges[node.id].append((upstream, stream))
+
+    order = _topological_order(spec, edges, problems)
+    nodes = [
+        node.model_copy(update={"params": validated_params.get(node.id, node.params)}) for node in spec.nodes
+    ]
+    return LoadedGraph(path=path, spec=spec.model_copy(update={"nodes": nodes}), order=order, edges=edges)
+
+
+def _topological_order(spec: GraphSpec, edges: dict[str, list[tuple[str, str]]], problems: list[str]) -> tuple[str, ...]:
+    indegree = {node.id: len({u for u, _ in edges.get(node.id, [])}) for node in spec.nodes}
+    downstream: dict[str, set[str]] = {node.id: set() for node in spec.nodes}
+    for node_id, ins in edges.items():
+        for upstream, _ in ins:
+            downstream.setdefault(upstream, set()).add(node_id)
+    ready = [n.id for n in spec.nodes if indegree[n.id] == 0]
+    order: list[str] = []
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        for nxt in sorted(downstream.get(current, ())):
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                ready.append(nxt)
+    if len(order) < len(spec.nodes):
+        stuck = [n.id for n in spec.nodes if n.id not in order]
+        problems.append(f"nodes: the inputs form a cycle through {', '.join(stuck)}")
+    return tuple(order)

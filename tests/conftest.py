@@ -1,0 +1,28 @@
+"""Shared test fixtures: paths to the real fixture data, and one Ray instance per session."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+CONFIG = ROOT / "config"
+LOBSTER_MESSAGES = FIXTURES / "lobster_amzn_l1" / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+LOBSTER_ORDERBOOK = FIXTURES / "lobster_amzn_l1" / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
+TARDIS_TRADES = FIXTURES / "tardis_binance_futures_btcusdt" / "trades.csv"
+TARDIS_QUOTES = FIXTURES / "tardis_binance_futures_btcusdt" / "quotes.csv"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session: 2 CPUs, no dashboard, always shut down."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
