@@ -5,8 +5,11 @@ one, comes in its :class:`OperatorContext`). The same operator object serves rep
 live and backtest; ``graph/runtime.py`` is the only place that knows about actors.
 
 Message order on every edge is: data batches, then the watermark that follows them,
-then more data, ..., then end-of-stream. A watermark ``w`` promises that no later tick
-on that edge has ``ts < w`` (ticks with ``ts == w`` may still come).
+then more data, ..., then end-of-stream. A watermark ``w`` says event time has reached
+``w`` on that edge: ticks with ``ts == w`` may still come, and a later tick with
+``ts < w`` is a *late tick* (a replayed file with out-of-order rows, a slow live
+feed). Operators never drop a late tick silently: they apply their late-tick policy
+and emit it on their ``quarantine`` stream with reason ``late``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class Operator:
 
     Params: ClassVar[type[Params]] = Params
     outputs: ClassVar[dict[str, pa.Schema]] = {}
+    #: True for operators with per-key state (bar engines): with parallelism > 1 the
+    #: graph must name a ``key`` so each key's rows always reach the same shard.
+    keyed: ClassVar[bool] = False
 
     def __init__(self, params: Params, ctx: OperatorContext) -> None:
         self.params = params

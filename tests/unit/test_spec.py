@@ -27,7 +27,7 @@ SOURCE = f"""
 
 
 def graph_with(tmp_path: Path, tail: str) -> Path:
-    return write(tmp_path, "nodes:\n" + SOURCE + textwrap.dedent(tail))
+    return write(tmp_path, "nodes:\n" + SOURCE + textwrap.indent(textwrap.dedent(tail), "  "))
 
 
 def test_shipped_replay_graph_validates():

@@ -1,0 +1,344 @@
+"""FileReplay: replay tick files (canonical, LOBSTER, Tardis) as one event-time ordered stream.
+
+Each file is read in chunks by its format reader (``actors/tick_formats.py``) and the
+files are k-way merged, so memory stays bounded whatever the file sizes.
+
+Merge order: every row gets a merge key, the running max of ``ts`` within its file, so a
+file's own row order is always kept (an out-of-order row replays where the file put it,
+and downstream sees it as a late tick). Rows are emitted by (key, file position in
+``files``, file row): equal timestamps come from the earlier file first, and the output
+is identical on every run and for every ``batch_rows``::
+
+    file 0:  t1 t3 t3          merged:  t1(0) t2(1) t3(0) t3(0) t3(1) t3(2) t4(1)
+    file 1:  t2 t3 t4
+    file 2:  t3
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, field_validator, model_validator
+
+from actors import tick_formats as formats
+from graph.operator import Emit, OperatorContext, Source, Watermark
+from graph.operator import Params as BaseParams
+from graph.params import InputFile
+from graph.schemas import QUARANTINE, TICK, empty_batch
+
+__all__ = ["FileReplay", "CanonicalFile", "LobsterFiles", "TardisTradesFile", "TardisQuotesFile", "FileSpec"]
+
+
+class CanonicalFile(BaseParams):
+    """A CSV (with header) or Parquet file whose columns are named as TICK.
+
+    ``symbol`` and ``ts`` are required columns; ``provider`` comes from its column or this
+    param (one is required); ``seq`` from its column or the 0-based data row.
+    """
+
+    format: Literal["canonical"]
+    path: InputFile
+    provider: str | None = None
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> CanonicalFile:
+        columns = formats.canonical_columns(self.path)
+        missing = [name for name in ("symbol", "ts") if name not in columns]
+        if "provider" not in columns and self.provider is None:
+            missing.append("provider (or set the 'provider' param)")
+        if missing:
+            raise ValueError(f"{self.path}: canonical tick file lacks column(s) {', '.join(missing)}; has {columns}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file path, as quarantine ``source`` and metrics key."""
+        return str(self.path)
+
+    def read(self, block_bytes: int = formats.BLOCK_BYTES) -> Iterator[formats.TickChunk]:
+        """The file's ticks in row order (see :func:`actors.tick_formats.read_canonical`)."""
+        return formats.read_canonical(self.path, self.provider, block_bytes)
+
+
+class LobsterFiles(BaseParams):
+    """A LOBSTER message file and its orderbook file for one symbol and date."""
+
+    format: Literal["lobster"]
+    message_file: InputFile
+    orderbook_file: InputFile
+    symbol: str = Field(min_length=1)
+    date: str  # YYYY-MM-DD, the exchange-local trading date
+    tz: str = "America/New_York"
+    provider: str = "lobster"
+
+    @field_validator("date")
+    @classmethod
+    def _check_date(cls, value: str) -> str:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date in YYYY-MM-DD form, e.g. '2012-06-21'") from None
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name, e.g. 'America/New_York'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_row_counts(self) -> LobsterFiles:
+        messages, books = formats.count_rows(self.message_file), formats.count_rows(self.orderbook_file)
+        if messages != books:
+            raise ValueError(
+                f"LOBSTER files differ in row count: message file {self.message_file} has {messages} "
+                f"rows, orderbook file {self.orderbook_file} has {books}; row i of the orderbook must "
+                "be the book after message i"
+            )
+        return self
+
+    @property
+    def source(self) -> str:
+        """The message file path, as metrics key."""
+        return str(self.message_file)
+
+    def read(self, block_bytes: int = formats.BLOCK_BYTES) -> Iterator[formats.TickChunk]:
+        """The files' ticks in row order (see :func:`actors.tick_formats.read_lobster`)."""
+        midnight_ns = formats.lobster_midnight_ns(self.date, self.tz)
+        return formats.read_lobster(
+            self.message_file, self.orderbook_file, self.symbol, midnight_ns, self.provider, block_bytes
+        )
+
+
+class _TardisFile(BaseParams):
+    path: InputFile
+    _columns: ClassVar[dict[str, pa.DataType]] = {}
+
+    @model_validator(mode="after")
+    def _check_header(self) -> _TardisFile:
+        header = formats.csv_header(self.path)
+        missing = [name for name in self._columns if name not in header]
+        if missing:
+            lacks = ", ".join(missing)
+            raise ValueError(f"{self.path}: not a Tardis {self.format} CSV, lacks column(s) {lacks}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file path, as quarantine ``source`` and metrics key."""
+        return str(self.path)
+
+
+class TardisTradesFile(_TardisFile):
+    """A Tardis.dev ``trades`` CSV (see :func:`actors.tick_formats.read_tardis_trades`)."""
+
+    format: Literal["tardis_trades"]
+    _columns: ClassVar[dict[str, pa.DataType]] = formats.TARDIS_TRADE_COLUMNS
+
+    def read(self, block_bytes: int = formats.BLOCK_BYTES) -> Iterator[formats.TickChunk]:
+        """The file's trade ticks in row order."""
+        return formats.read_tardis_trades(self.path, block_bytes)
+
+
+class TardisQuotesFile(_TardisFile):
+    """A Tardis.dev ``quotes`` CSV (see :func:`actors.tick_formats.read_tardis_quotes`)."""
+
+    format: Literal["tardis_quotes"]
+    _columns: ClassVar[dict[str, pa.DataType]] = formats.TARDIS_QUOTE_COLUMNS
+
+    def read(self, block_bytes: int = formats.BLOCK_BYTES) -> Iterator[formats.TickChunk]:
+        """The file's quote ticks in row order."""
+        return formats.read_tardis_quotes(self.path, block_bytes)
+
+
+#: One input of a replay, chosen by its ``format`` key.
+FileSpec = Annotated[CanonicalFile | LobsterFiles | TardisTradesFile | TardisQuotesFile, Field(discriminator="format")]
+
+
+_COUNTERS = ("rows_read", "ticks", "quarantined", "filtered")
+
+
+class _Feed:
+    """One file in the merge: its reader and the ticks read but not yet emitted."""
+
+    def __init__(self, index: int, chunks: Iterator[formats.TickChunk]) -> None:
+        self.index, self.chunks = index, chunks
+        self.ticks = empty_batch(TICK)
+        self.keys = np.zeros(0, dtype=np.int64)  # merge key of each pending tick
+        self.carry = np.iinfo(np.int64).min  # running max of ts so far
+        self.done = False
+
+    def push(self, ticks: pa.RecordBatch) -> None:
+        keys = np.maximum.accumulate(ticks.column("ts").to_numpy())
+        np.maximum(keys, self.carry, out=keys)
+        self.carry = int(keys[-1])
+        self.ticks, self.keys = ticks, keys
+
+    def pop(self, count: int) -> tuple[pa.RecordBatch, np.ndarray]:
+        head = self.ticks.slice(0, count), self.keys[:count]
+        self.ticks, self.keys = self.ticks.slice(count), self.keys[count:]
+        return head
+
+
+class FileReplay(Source):
+    """Replay tick files as one stream of TICK batches in event-time order.
+
+    Outputs:
+        ticks: TICK batches of at most ``batch_rows`` rows, each followed by
+            ``Watermark(max ts emitted so far)``.
+        quarantine: QUARANTINE rows (malformed input), emitted as they are found.
+    """
+
+    class Params(BaseParams):
+        """FileReplay params.
+
+        Attributes:
+            files: the inputs, merged in event-time order; ties go to the earlier file.
+            symbols: keep only these symbols (others are counted as ``filtered``); None keeps all.
+            batch_rows: maximum rows per emitted ticks batch.
+        """
+
+        files: list[FileSpec] = Field(min_length=1)
+        symbols: list[str] | None = None
+        batch_rows: int = Field(65_536, gt=0)
+
+    outputs: ClassVar[dict[str, pa.Schema]] = {"ticks": TICK, "quarantine": QUARANTINE}
+
+    def __init__(self, params: FileReplay.Params, ctx: OperatorContext, block_bytes: int = formats.BLOCK_BYTES) -> None:
+        super().__init__(params, ctx)
+        self.block_bytes = block_bytes
+        self._feeds: list[_Feed] = []
+        keys = [spec.source for spec in params.files]
+        self._keys = [key if keys.count(key) == 1 else f"{key} (files[{i}])" for i, key in enumerate(keys)]
+        self._stats = {
+            key: {"format": spec.format, "slow_path": False, **dict.fromkeys(_COUNTERS, 0)}
+            for key, spec in zip(self._keys, params.files)
+        }
+        self._symbols = pa.array(params.symbols, pa.string()) if params.symbols is not None else None
+        self._emitted = 0
+
+    def events(self) -> Iterator[Emit | Watermark]:
+        """Yield ``("ticks", batch)`` + ``Watermark`` pairs and ``("quarantine", batch)`` until the end.
+
+        Raises:
+            FileNotFoundError: a file vanished after validation.
+            ValueError: a file's content contradicts its format (e.g. LOBSTER row counts differ).
+        """
+        self._feeds = [_Feed(i, spec.read(self.block_bytes)) for i, spec in enumerate(self.params.files)]
+        pending: list[pa.RecordBatch] = []
+        pending_rows, watermark, limit = 0, None, self.params.batch_rows
+        while True:
+            for feed in self._feeds:
+                yield from self._refill(feed)
+            merged = self._merge_step()
+            if merged is not None:
+                pending.append(merged)
+                pending_rows += merged.num_rows
+            while pending_rows >= limit or (merged is None and pending_rows):
+                batch, pending = _take(pending, min(limit, pending_rows))
+                pending_rows -= batch.num_rows
+                self._emitted += batch.num_rows
+                top = pc.max(batch.column("ts")).as_py()
+                watermark = top if watermark is None else max(watermark, top)
+                yield "ticks", batch
+                yield Watermark(watermark)
+            if merged is None:
+                return
+
+    def _refill(self, feed: _Feed) -> Iterator[Emit]:
+        """Read chunks into an empty feed until it has ticks or its file ends."""
+        stats = self._stats[self._keys[feed.index]]
+        while not feed.done and not feed.keys.size:
+            chunk = next(feed.chunks, None)
+            if chunk is None:
+                feed.done = True
+                return
+            ticks = chunk.ticks
+            stats["rows_read"] += chunk.rows_read
+            stats["slow_path"] |= chunk.slow_path
+            if chunk.quarantine is not None and chunk.quarantine.num_rows:
+                stats["quarantined"] += chunk.quarantine.num_rows
+                yield "quarantine", chunk.quarantine
+            if self._symbols is not None and ticks.num_rows:
+                kept = ticks.filter(pc.is_in(ticks.column("symbol"), value_set=self._symbols))
+                stats["filtered"] += ticks.num_rows - kept.num_rows
+                ticks = kept
+            stats["ticks"] += ticks.num_rows
+            if ticks.num_rows:
+                feed.push(ticks)
+
+    def _merge_step(self) -> pa.RecordBatch | None:
+        """Emit every pending tick that no unread row can precede; None when all is emitted.
+
+        ``bound`` is the smallest last key among files still being read: their unread rows
+        have keys >= it. Keys < bound are safe; key == bound is safe for a file unless an
+        earlier file still being read also sits at ``bound``. The first file at ``bound``
+        always empties, so every step makes progress.
+        """
+        last = [int(f.keys[-1]) for f in self._feeds if not f.done]  # refilled: none is empty
+        bound = min(last, default=None)
+        at_bound = [f.index for f in self._feeds if not f.done and int(f.keys[-1]) == bound]
+        parts = []
+        for feed in self._feeds:
+            if not feed.keys.size:
+                continue
+            if bound is None:
+                count = feed.keys.size
+            else:
+                blocked = at_bound[0] < feed.index
+                count = int(np.searchsorted(feed.keys, bound, side="left" if blocked else "right"))
+            if count:
+                parts.append(feed.pop(count))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0][0]
+        keys = np.concatenate([k for _, k in parts])
+        order = np.argsort(keys, kind="stable")  # parts are in file order: ties keep file, then row order
+        table = pa.Table.from_batches([b for b, _ in parts]).combine_chunks()
+        return table.take(pa.array(order)).to_batches()[0]
+
+    def close(self) -> None:
+        """Close every open file reader."""
+        for feed in self._feeds:
+            close = getattr(feed.chunks, "close", None)
+            if close is not None:
+                close()
+        self._feeds = []
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for the run summary.
+
+        Returns:
+            ``rows_read`` (data rows, good + quarantined + filtered), ``ticks`` (emitted so far),
+            ``quarantined``, ``filtered``, and ``files``: per file (keyed by path) its
+            ``format``, ``slow_path`` (CSV fallback used) and the same counters, where
+            ``ticks`` counts rows read and kept (equal to emitted once the replay ends).
+        """
+        totals = {name: sum(stats[name] for stats in self._stats.values()) for name in _COUNTERS}
+        totals["ticks"] = self._emitted
+        return {**totals, "files": {key: dict(stats) for key, stats in self._stats.items()}}
+
+
+def _take(batches: list[pa.RecordBatch], count: int) -> tuple[pa.RecordBatch, list[pa.RecordBatch]]:
+    """The first ``count`` rows of ``batches`` as one batch, and the rest."""
+    first = batches[0]
+    if first.num_rows >= count:
+        rest = [first.slice(count)] if first.num_rows > count else []
+        return first.slice(0, count), rest + batches[1:]
+    table = pa.Table.from_batches(batches)
+    head = table.slice(0, count).combine_chunks().to_batches()[0]
+    rest = table.slice(count).to_batches()
+    return head, [b for b in rest if b.num_rows]
