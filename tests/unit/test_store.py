@@ -1,0 +1,426 @@
+"""Unit tests of actors/store.py on temporary SQLite files, with bars built from real LOBSTER trades."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+import actors.store as store_module
+from actors.store import (
+    SqlStore,
+    SqlStoreParams,
+    StoreError,
+    async_url,
+    bars_ohlcv,
+    mask_url,
+    read_bars,
+    read_bars_async,
+    read_quarantine,
+)
+from graph.operator import OperatorContext
+from graph.schemas import BAR, QUARANTINE
+
+MESSAGES = Path("/work/shared/data/lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv")
+NS_PER_MINUTE = 60 * 10**9
+BAR_KEY = ["symbol", "timeframe", "ts"]
+STORED = [name for name in BAR.names if name != "status"]
+
+
+@cache
+def lobster_trades() -> pd.DataFrame:
+    """LOBSTER executions (types 4, 5): ts int64 ns UTC, price $, size shares."""
+    messages = pd.read_csv(
+        MESSAGES,
+        header=None,
+        names=["time", "type", "order_id", "size", "price", "direction"],
+        dtype={"time": str},
+    )
+    trades = messages[messages["type"].isin([4, 5])]
+    seconds, _, fraction = trades["time"].str.partition(".").to_numpy().T
+    ns = seconds.astype(np.int64) * 10**9 + pd.Series(fraction).str.ljust(9, "0").astype(np.int64).to_numpy()
+    midnight_ns = pd.Timestamp("2012-06-21", tz="America/New_York").value
+    return pd.DataFrame(
+        {
+            "ts": midnight_ns + ns,
+            "price": trades["price"].to_numpy() / 10_000,
+            "size": trades["size"].to_numpy() * 1.0,
+        }
+    )
+
+
+@cache
+def lobster_bars() -> pd.DataFrame:
+    """Confirmed AMZN 1m and 5m bars computed with pandas (open-time ``ts``, epoch-aligned)."""
+    trades = lobster_trades()
+    frames = []
+    for timeframe, minutes in (("1m", 1), ("5m", 5)):
+        length = minutes * NS_PER_MINUTE
+        grouped = trades.assign(
+            open_ts=trades["ts"] // length * length, notional=trades["price"] * trades["size"]
+        )
+        g = grouped.groupby("open_ts", sort=True)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": "AMZN",
+                    "timeframe": timeframe,
+                    "ts": g["open_ts"].first().to_numpy(),
+                    "open": g["price"].first().to_numpy(),
+                    "high": g["price"].max().to_numpy(),
+                    "low": g["price"].min().to_numpy(),
+                    "close": g["price"].last().to_numpy(),
+                    "volume": g["size"].sum().to_numpy(),
+                    "vwap": (g["notional"].sum() / g["size"].sum()).to_numpy(),
+                    "trade_count": g["price"].count().to_numpy().astype(np.int64),
+                    "status": "confirmed",
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def bar_stream(bars: pd.DataFrame, rows_per_batch: int = 50) -> list[pa.RecordBatch]:
+    """What a bar engine emits: each bar first as 'forming' (stale close), then 'confirmed'."""
+    forming = bars.assign(status="forming", close=bars["open"], trade_count=1)
+    interleaved = pd.concat([forming, bars]).sort_index(kind="stable")
+    table = pa.Table.from_pandas(interleaved, schema=BAR, preserve_index=False)
+    return table.to_batches(max_chunksize=rows_per_batch)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make(url: str, clock=None, **params) -> SqlStore:
+    return SqlStore(SqlStoreParams(url=url, **params), OperatorContext(node_id="store", clock_ns=clock))
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of both tables as SQL text (exact float repr), primary-key order."""
+    with sqlite3.connect(path) as connection:
+        return [
+            line
+            for line in connection.iterdump()
+            if line.startswith(('INSERT INTO "bars_ohlcv"', 'INSERT INTO "quarantine"'))
+        ]
+
+
+def write(path: Path, batches: list[tuple[str, pa.RecordBatch]], **params) -> dict:
+    store = make(sqlite_url(path), **params)
+    try:
+        for stream, batch in batches:
+            store.on_batch(stream, batch)
+        store.on_eof()
+        return store.metrics()
+    finally:
+        store.close()
+
+
+def quarantine_rows() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(
+        [
+            dict(source="normalize", row=17, symbol="AMZN", ts=1_340_285_400_190_226_476, reason="bad_price",
+                 detail="price nan must be a finite number > 0", raw='{"symbol":"AMZN","price":NaN}'),
+            dict(source="normalize", row=17, symbol="AMZN", ts=1_340_285_400_190_226_476, reason="duplicate",
+                 detail="seq 17 already seen", raw=None),
+            dict(source="fixtures/goog.csv", row=1204, symbol=None, ts=None, reason="bad_row",
+                 detail="price -3.5 must be > 0", raw="GOOG,-3.5"),
+        ],
+        schema=QUARANTINE,
+    )  # fmt: skip
+
+
+# -- round trip and idempotence ------------------------------------------------------------
+
+
+def test_confirmed_bars_are_stored_exactly_and_forming_rows_ignored(tmp_path):
+    db = tmp_path / "bars.db"
+    stream = bar_stream(lobster_bars())
+    metrics = write(db, [("bars", batch) for batch in stream], batch_rows=100)
+    expected = lobster_bars().drop(columns="status").sort_values(BAR_KEY, ignore_index=True)
+    assert (expected["timeframe"] == "1m").sum() == 387  # 3 of the 390 minutes had no execution
+    assert (expected["timeframe"] == "5m").sum() == 78
+    stored = read_bars(sqlite_url(db))
+    pd.testing.assert_frame_equal(stored, expected, check_dtype=False, check_exact=True)
+    assert stored["ts"].dtype == np.int64 and stored["trade_count"].dtype == np.int64
+    assert stored["trade_count"].sum() == 2 * 11_419  # every execution once per timeframe
+    assert metrics["rows_written"] == {"bars_ohlcv": 465, "quarantine": 0}
+    assert metrics["forming_ignored"] == 465
+    assert metrics["flushes"] >= 5  # batch_rows=100 split the writes
+    only_5m = read_bars(sqlite_url(db), symbol="AMZN", timeframe="5m")
+    assert list(only_5m["timeframe"].unique()) == ["5m"] and len(only_5m) == 78
+
+
+def test_running_the_job_twice_leaves_byte_identical_rows(tmp_path):
+    batches = [("bars", b) for b in bar_stream(lobster_bars(), 64)] + [("quarantine", quarantine_rows())]
+    once, twice = tmp_path / "once.db", tmp_path / "twice.db"
+    write(once, batches)
+    write(twice, batches)
+    write(twice, batches, batch_rows=7)  # same rows, other flush boundaries
+    assert dump(once) == dump(twice)
+    assert len(dump(once)) == 465 + 3
+    with sqlite3.connect(twice) as connection:
+        assert connection.execute("SELECT count(*) FROM bars_ohlcv").fetchone() == (465,)
+
+
+def test_a_bar_sent_again_with_new_values_is_updated_in_place(tmp_path):
+    db = tmp_path / "bars.db"
+    bars = lobster_bars().iloc[:3]
+    first = pa.RecordBatch.from_pandas(bars, schema=BAR, preserve_index=False)
+    corrected = bars.iloc[[1]].assign(
+        high=999.0, close=998.5, volume=bars["volume"].iloc[1] + 100, trade_count=77
+    )
+    second = pa.RecordBatch.from_pandas(corrected, schema=BAR, preserve_index=False)
+    write(db, [("bars", first)])
+    write(db, [("bars", second)])
+    stored = read_bars(sqlite_url(db))
+    assert len(stored) == 3
+    row = stored[stored["ts"] == bars["ts"].iloc[1]].iloc[0]
+    assert (row["high"], row["close"], row["trade_count"]) == (999.0, 998.5, 77)
+    assert row["volume"] == bars["volume"].iloc[1] + 100
+    untouched = stored[stored["ts"] != bars["ts"].iloc[1]].reset_index(drop=True)
+    expected = bars.drop(index=bars.index[1]).drop(columns="status").reset_index(drop=True)
+    pd.testing.assert_frame_equal(untouched, expected, check_dtype=False)
+
+
+def test_quarantine_rows_are_stored_with_nulls_kept(tmp_path):
+    db = tmp_path / "q.db"
+    metrics = write(db, [("quarantine", quarantine_rows())])
+    assert metrics["rows_written"] == {"bars_ohlcv": 0, "quarantine": 3}
+    stored = read_quarantine(sqlite_url(db))
+    expected = quarantine_rows().to_pandas().sort_values(["source", "row", "reason"], ignore_index=True)
+    pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
+    assert stored["symbol"].isna().sum() == 1 and stored["ts"].isna().sum() == 1
+    assert len(read_quarantine(sqlite_url(db), source="normalize")) == 2
+
+
+def test_a_nan_vwap_survives_sqlite(tmp_path):
+    # all trades of size 0: volume 0 and VWAP 0/0; SQLite stores NaN as NULL
+    db = tmp_path / "bars.db"
+    bar = dict(symbol="AMZN", timeframe="1s", ts=0, open=1.0, high=1.0, low=1.0, close=1.0,
+               volume=0.0, vwap=math.nan, trade_count=2, status="confirmed")  # fmt: skip
+    write(db, [("bars", pa.RecordBatch.from_pylist([bar], schema=BAR))])
+    stored = read_bars(sqlite_url(db))
+    assert math.isnan(stored["vwap"].iloc[0]) and stored["volume"].iloc[0] == 0.0
+
+
+async def test_inside_an_event_loop_store_and_async_reader_work(tmp_path):
+    db = tmp_path / "bars.db"
+    write(db, [("bars", b) for b in bar_stream(lobster_bars().iloc[:10])])  # blocks this loop, by design
+    stored = await read_bars_async(sqlite_url(db))
+    assert list(stored.columns) == STORED and len(stored) == 10
+
+
+# -- flushing ---------------------------------------------------------------------------------
+
+
+def stored_count(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
+
+
+def test_flush_on_size_on_watermark_interval_and_at_eof(tmp_path):
+    db = tmp_path / "bars.db"
+    now = [0]
+    store = make(sqlite_url(db), clock=lambda: now[0], batch_rows=10, flush_interval_ms=1000)
+    bars = pa.RecordBatch.from_pandas(lobster_bars().iloc[:25], schema=BAR, preserve_index=False)
+    try:
+        store.on_batch("bars", bars.slice(0, 6))
+        assert stored_count(db) == 0  # 6 < batch_rows
+        store.on_batch("bars", bars.slice(6, 6))
+        assert stored_count(db) == 12  # 12 >= batch_rows: flushed at once
+        store.on_batch("bars", bars.slice(12, 3))
+        now[0] = 999_000_000
+        store.on_watermark(1)
+        assert stored_count(db) == 12  # 999 ms < flush_interval_ms
+        now[0] = 1_000_000_000 + 12  # the last flush was at 0 ns
+        store.on_watermark(2)
+        assert stored_count(db) == 15
+        store.on_batch("bars", bars.slice(15, 10))  # 10 >= batch_rows
+        assert stored_count(db) == 25
+        assert store.metrics()["flushes"] == 3
+        assert store.on_eof() == []
+        assert store.metrics()["flushes"] == 3  # nothing left to flush
+    finally:
+        store.close()
+
+
+def test_without_a_clock_every_watermark_flushes(tmp_path):
+    db = tmp_path / "bars.db"
+    store = make(sqlite_url(db))
+    try:
+        store.on_batch(
+            "bars", pa.RecordBatch.from_pandas(lobster_bars().iloc[:2], schema=BAR, preserve_index=False)
+        )
+        assert stored_count(db) == 0
+        store.on_watermark(0)
+        assert stored_count(db) == 2
+    finally:
+        store.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_synchronous_normal(tmp_path):
+    db = tmp_path / "bars.db"
+    store = make(sqlite_url(db))
+    try:
+
+        async def pragmas():
+            async with store._engine.connect() as connection:
+                journal = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+                synchronous = (await connection.exec_driver_sql("PRAGMA synchronous")).scalar()
+                return journal, synchronous
+
+        assert store._loop.run_until_complete(pragmas()) == ("wal", 1)  # 1 = NORMAL
+    finally:
+        store.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # persistent
+
+
+def test_close_disposes_and_is_idempotent(tmp_path):
+    store = make(sqlite_url(tmp_path / "bars.db"))
+    store.close()
+    store.close()
+    assert store._loop.is_closed()
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_an_unknown_stream_is_named_in_the_error(tmp_path):
+    store = make(sqlite_url(tmp_path / "bars.db"))
+    try:
+        with pytest.raises(
+            ValueError,
+            match=r"sql_store 'store': unknown input stream 'ticks'; expected one of 'bars', 'quarantine'",
+        ):
+            store.on_batch("ticks", quarantine_rows())
+        with pytest.raises(
+            ValueError, match=r"batch on stream 'bars' lacks column\(s\) \['timeframe', 'open'"
+        ):
+            store.on_batch("bars", quarantine_rows())
+    finally:
+        store.close()
+
+
+def test_an_unopenable_database_is_a_store_error_naming_the_url(tmp_path):
+    url = f"sqlite:///{tmp_path}/no/such/dir/bars.db"
+    with pytest.raises(
+        StoreError,
+        match=r"sql_store 'store': creating the tables on sqlite\+aiosqlite:///.*/no/such/dir/bars\.db "
+        r"failed: OperationalError",
+    ):
+        make(url)
+
+
+SECRET = "s3cr%t!"
+PG_URL = "postgresql://trader:s3cr%25t%21@127.0.0.1:1/ticks"  # password URL-quoted
+
+
+def test_the_password_never_shows_in_repr_or_validation_errors():
+    params = SqlStoreParams(url=PG_URL)
+    assert params.url == PG_URL  # the real value is kept for connecting
+    for text in (repr(params), str(params)):
+        assert SECRET not in text and "s3cr%25t%21" not in text
+        assert "postgresql://trader:***@127.0.0.1:1/ticks" in text
+    with pytest.raises(ValidationError) as error:
+        SqlStoreParams(url=PG_URL, batch_rows=0)
+    assert "s3cr" not in str(error.value)
+    assert "batch_rows" in str(error.value) and "must be a positive integer, was 0" in str(error.value)
+    with pytest.raises(ValidationError) as error:
+        SqlStoreParams(url="no url s3cr%t!")
+    assert "s3cr" not in str(error.value) and "not a SQLAlchemy URL" in str(error.value)
+    assert mask_url(PG_URL) == "postgresql://trader:***@127.0.0.1:1/ticks"
+
+
+def test_the_password_never_shows_in_engine_errors(monkeypatch):
+    # without asyncpg installed the engine cannot be built; with it, port 1 refuses the
+    # connection: either way a StoreError naming the masked URL
+    with pytest.raises(
+        StoreError, match=r"postgresql\+asyncpg://trader:\*\*\*@127\.0\.0\.1:1/ticks"
+    ) as error:
+        SqlStore(SqlStoreParams(url=PG_URL), OperatorContext(node_id="store"))
+    assert "s3cr" not in str(error.value)
+
+    def leaky(url, **kwargs):  # a driver that echoes its connection string
+        raise sa.exc.ArgumentError(
+            f"cannot connect to {url.render_as_string(hide_password=False)} ({SECRET})"
+        )
+
+    monkeypatch.setattr(store_module, "create_async_engine", leaky)
+    with pytest.raises(StoreError) as error:
+        SqlStore(SqlStoreParams(url=PG_URL), OperatorContext(node_id="store"))
+    assert "s3cr" not in str(error.value) and error.value.__cause__ is None
+    assert "trader:***@127.0.0.1:1" in str(error.value)
+
+
+def test_repr_of_the_store_masks_the_password(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/bars.db"
+    store = make(url)
+    try:
+        assert (
+            repr(store) == f"SqlStore(node_id='store', url={url!r}, batch_rows=50000, flush_interval_ms=1000)"
+        )
+    finally:
+        store.close()
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///a.db", "sqlite+aiosqlite:///a.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite:////abs/a.db", "sqlite+aiosqlite:////abs/a.db"),
+        ("postgresql://u:p@h:5432/d", "postgresql+asyncpg://u:***@h:5432/d"),
+        ("postgres://u@h/d", "postgresql+asyncpg://u@h/d"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("sqlite+aiosqlite:///a.db", "sqlite+aiosqlite:///a.db"),
+    ],
+)
+def test_async_url(url, expected):
+    assert async_url(url).render_as_string(hide_password=True) == expected
+
+
+def test_a_relative_sqlite_path_resolves_against_the_graph_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    graph_dir = tmp_path / "config"
+    graph_dir.mkdir()
+    store = SqlStore(
+        SqlStoreParams(url="sqlite:///out.db"), OperatorContext(node_id="store", base_dir=graph_dir)
+    )
+    store.close()
+    assert (graph_dir / "out.db").is_file() and not (tmp_path / "out.db").exists()
+    assert async_url("sqlite:///:memory:", graph_dir).database == ":memory:"
+
+
+def test_an_in_memory_database_works():
+    store = make("sqlite://")
+    try:
+        store.on_batch(
+            "bars", pa.RecordBatch.from_pandas(lobster_bars().iloc[:5], schema=BAR, preserve_index=False)
+        )
+        store.on_eof()
+        assert store.metrics()["rows_written"]["bars_ohlcv"] == 5
+    finally:
+        store.close()
+
+
+def test_the_upsert_compiles_for_postgresql():
+    from sqlalchemy.dialects import postgresql
+
+    sql = store_module._upsert_sql(bars_ohlcv, postgresql.asyncpg.dialect())
+    assert sql.startswith("INSERT INTO bars_ohlcv (symbol, timeframe, ts, open,")
+    assert "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = excluded.open" in sql
+    assert "IS DISTINCT FROM" in sql
