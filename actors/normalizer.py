@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import QUARANTINE, TICK
+from graph.schemas import QUARANTINE, TICK, stream_source
 
 __all__ = ["Normalizer", "NormalizerParams", "REASONS"]
 
@@ -129,7 +129,7 @@ class Normalizer(Operator):
 
     Outputs:
         ``ticks``: TICK, the accepted rows in input order.
-        ``quarantine``: QUARANTINE, one row per rejected tick: ``source`` = this node id,
+        ``quarantine``: QUARANTINE, one row per rejected tick: ``source`` = ``stream_source(node, provider, symbol)``,
         ``row`` = the tick's ``seq``, ``symbol``/``ts`` copied, ``reason`` from
         :data:`REASONS`, ``detail`` e.g. ``price nan must be a finite number > 0``,
         ``raw`` = the tick as compact JSON (key order of TICK; non-finite floats
@@ -347,7 +347,7 @@ class Normalizer(Operator):
             self._quarantined[REASONS[code - 1]] += 1
             details.append(self._detail(code, tick))
         columns = {
-            "source": [self.ctx.node_id] * len(ticks),
+            "source": [stream_source(self.ctx.node_id, t["provider"], t["symbol"]) for t in ticks],
             "row": [tick["seq"] for tick in ticks],
             "symbol": [tick["symbol"] for tick in ticks],
             "ts": [tick["ts"] for tick in ticks],

@@ -233,7 +233,23 @@ class SqlStoreParams(Params):
     @field_validator("url")
     @classmethod
     def _parse_url(cls, value: str) -> str:
+        """Check the URL; make a relative SQLite path absolute against the cwd.
+
+        SQLAlchemy resolves ``sqlite:///tickgraph.db`` against the working directory;
+        resolving it here, where the graph is loaded (the driver), keeps that meaning
+        on every Ray worker whatever its own cwd.
+        """
         async_url(value)  # raises ValueError without echoing the URL
+        parsed = make_url(value)
+        database = parsed.database
+        if (
+            parsed.get_backend_name() == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not Path(database).is_absolute()
+        ):
+            value = parsed.set(database=str(Path.cwd() / database)).render_as_string(hide_password=False)
         return value
 
     @field_validator("batch_rows", "flush_interval_ms")
@@ -280,7 +296,7 @@ class SqlStore(Operator):
 
     def __init__(self, params: SqlStoreParams, ctx: OperatorContext) -> None:
         super().__init__(params, ctx)
-        self._url = async_url(params.url, ctx.base_dir)
+        self._url = async_url(params.url)
         self._masked_url = self._url.render_as_string(hide_password=True)
         self._secrets = _secret_forms(self._url.password)
         self._loop = _PrivateLoop()

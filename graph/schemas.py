@@ -23,6 +23,7 @@ __all__ = [
     "ORIGIN_LIVE",
     "ORIGIN_REPLAY",
     "empty_batch",
+    "stream_source",
 ]
 
 ORIGIN_LIVE = "live"
@@ -70,8 +71,10 @@ BAR = pa.schema(
 )
 
 #: A rejected input row, kept with its reason so nothing is silently dropped.
-#: ``source`` names where it came from (a file path, or a node id); ``row`` is the
-#: 0-based data row in that file, or the tick's ``seq`` when it came from a stream.
+#: ``source`` names where it came from and ``row`` the place in it: for a file, the
+#: file path and its 0-based data row; for a tick rejected by an operator,
+#: :func:`stream_source` (``node/provider/symbol``) and the tick's ``seq`` -- seq is
+#: unique per provider and symbol, so (source, row, reason) identifies one rejection.
 QUARANTINE = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
@@ -83,6 +86,11 @@ QUARANTINE = pa.schema(
         pa.field("raw", pa.string()),  # the offending input, as text
     ]
 )
+
+
+def stream_source(node_id: str, provider: str, symbol: str) -> str:
+    """QUARANTINE ``source`` for a tick rejected by operator ``node_id``: ``node/provider/symbol``."""
+    return f"{node_id}/{provider}/{symbol}"
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:

@@ -177,7 +177,9 @@ def test_each_injected_fault_is_quarantined_with_its_reason_and_nothing_else_is_
     assert m["quarantined"] == {
         "unknown_symbol": 1, "bad_price": 1, "bad_size": 1, "bad_quote": 0, "crossed_quote": 1, "duplicate": 1,
     }  # fmt: skip
-    assert set(quarantined["source"].to_pylist()) == {"normalize"}
+    # source = node/provider/symbol, so (source, row=seq, reason) is unique across symbols
+    for source, symbol in zip(quarantined["source"].to_pylist(), quarantined["symbol"].to_pylist()):
+        assert source == f"normalize/lobster/{symbol}"
     nan_row = quarantined.filter(pc.equal(quarantined["reason"], "bad_price")).to_pylist()[0]
     assert nan_row["detail"] == "price nan must be a finite number > 0"
 
@@ -191,7 +193,7 @@ def test_quarantine_row_names_field_value_and_keeps_the_raw_tick():
     ((stream, rows),) = normalizer.on_batch("ticks", batch_of(bad))
     assert stream == "quarantine" and rows.schema.equals(QUARANTINE)
     row = rows.to_pylist()[0]
-    assert row["source"] == "normalize" and row["row"] == 42
+    assert row["source"] == "normalize/lobster/AMZN" and row["row"] == 42
     assert row["symbol"] == "AMZN" and row["ts"] == bad["ts"]
     assert row["reason"] == "bad_price"
     assert row["detail"] == "price nan must be a finite number > 0"

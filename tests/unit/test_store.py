@@ -393,16 +393,18 @@ def test_async_url(url, expected):
     assert async_url(url).render_as_string(hide_password=True) == expected
 
 
-def test_a_relative_sqlite_path_resolves_against_the_graph_directory(tmp_path, monkeypatch):
+def test_a_relative_sqlite_path_resolves_against_the_working_directory(tmp_path, monkeypatch):
+    """As in SQLAlchemy: relative to the cwd where the graph is loaded, made absolute there."""
     monkeypatch.chdir(tmp_path)
     graph_dir = tmp_path / "config"
     graph_dir.mkdir()
-    store = SqlStore(
-        SqlStoreParams(url="sqlite:///out.db"), OperatorContext(node_id="store", base_dir=graph_dir)
-    )
+    params = SqlStoreParams(url="sqlite:///out.db")
+    assert params.url == f"sqlite:///{tmp_path / 'out.db'}"
+    monkeypatch.chdir(graph_dir)  # a worker with another cwd writes to the same file
+    store = SqlStore(params, OperatorContext(node_id="store", base_dir=graph_dir))
     store.close()
-    assert (graph_dir / "out.db").is_file() and not (tmp_path / "out.db").exists()
-    assert async_url("sqlite:///:memory:", graph_dir).database == ":memory:"
+    assert (tmp_path / "out.db").is_file() and not (graph_dir / "out.db").exists()
+    assert SqlStoreParams(url="sqlite:///:memory:").url == "sqlite:///:memory:"
 
 
 def test_an_in_memory_database_works():

@@ -1,0 +1,141 @@
+"""Properties of BarEngine (hypothesis): bar invariants, conservation, batching and order invariance."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.bars import BarEngine, BarParams
+from graph.operator import OperatorContext
+from graph.schemas import BAR, TICK
+from graph.timeframes import INTRADAY_NS, TIMEFRAMES
+
+T0 = 1_704_186_000_000_000_000  # 2024-01-02 09:00 UTC (04:00 in New York)
+MS = 1_000_000
+SESSIONS = {"BBB": {"tz": "America/New_York", "open": "09:30", "close": "16:00"}}
+KEY = ["symbol", "timeframe", "ts"]
+
+# Clustered times (within 2 minutes: many trades per 1s/1m bar) and spread times (3 days).
+offsets_ms = st.one_of(st.integers(0, 120_000), st.integers(0, 3 * 86_400_000))
+trades_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["AAA", "BBB", "CCC"]),
+        offsets_ms,
+        st.floats(0.01, 10_000, allow_nan=False).map(lambda p: round(p, 2)),
+        st.one_of(st.just(0.0), st.floats(0.001, 1_000, allow_nan=False).map(lambda s: round(s, 3))),
+        st.sampled_from([None, 1.0]),  # None: a quote tick
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+def make_ticks(raw: list[tuple]) -> list[dict]:
+    """TICK rows; seq is the row number (unique)."""
+    return [
+        {
+            "symbol": symbol,
+            "ts": T0 + offset * MS,
+            "price": None if kind is None else price,
+            "size": None if kind is None else size,
+            "bid": price - 0.01,
+            "ask": price + 0.01,
+            "provider": "hypothesis",
+            "seq": seq,
+            "origin": "replay",
+        }
+        for seq, (symbol, offset, price, size, kind) in enumerate(raw)
+    ]
+
+
+def to_batch(rows: list[dict]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([{name: r.get(name) for name in TICK.names} for r in rows], schema=TICK)
+
+
+def run(batches: list[list[dict]], watermarks: list[int | None], forming: bool = True) -> list:
+    """Feed batches, each followed by its watermark (None: none), then end-of-stream."""
+    engine = BarEngine(BarParams(sessions=SESSIONS, emit_forming=forming), OperatorContext("bars"))
+    emits = []
+    for rows, watermark in zip(batches, watermarks):
+        emits += engine.on_batch("ticks", to_batch(rows))
+        if watermark is not None:
+            emits += engine.on_watermark(watermark)
+    return emits + engine.on_eof()
+
+
+def bars(emits: list, status: str = "confirmed"):
+    table = pa.Table.from_batches([b for name, b in emits if name == "bars"], schema=BAR).to_pandas()
+    return table[table["status"] == status].sort_values(KEY, ignore_index=True)
+
+
+def assert_same_bars(a, b) -> None:
+    """Keys, OHLC and counts exact; float sums (volume, vwap) to 1e-12 relative."""
+    exact = [*KEY, "open", "high", "low", "close", "trade_count"]
+    assert a[exact].equals(b[exact])
+    np.testing.assert_allclose(a["volume"], b["volume"], rtol=1e-12)
+    np.testing.assert_allclose(a["vwap"], b["vwap"], rtol=1e-12)
+
+
+def in_session(row: dict) -> bool:
+    """Independent: is the trade inside its 1d session (per-trade zoneinfo)?"""
+    if row["symbol"] not in SESSIONS:
+        return True
+    local = datetime.fromtimestamp(row["ts"] / 1e9, timezone.utc).astimezone(ZoneInfo("America/New_York"))
+    return (9, 30) <= (local.hour, local.minute) < (16, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy)
+def test_low_le_open_close_vwap_le_high(raw):
+    emits = run([make_ticks(raw)], [None])
+    for status in ("forming", "confirmed"):
+        frame = bars(emits, status)
+        assert (frame["low"] <= frame[["open", "close", "vwap"]].min(axis=1)).all()
+        assert (frame[["open", "close", "vwap"]].max(axis=1) <= frame["high"]).all()
+        assert (frame["trade_count"] >= 1).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy)
+def test_volume_and_count_are_conserved(raw):
+    ticks = make_ticks(raw)
+    trades = [t for t in ticks if t["price"] is not None]
+    confirmed = bars(run([ticks], [None]))
+    for timeframe in TIMEFRAMES:
+        counted = trades if timeframe in INTRADAY_NS else [t for t in trades if in_session(t)]
+        mine = confirmed[confirmed["timeframe"] == timeframe]
+        assert mine["trade_count"].sum() == len(counted)
+        assert np.isclose(mine["volume"].sum(), sum(t["size"] for t in counted), rtol=1e-12, atol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy, st.lists(st.integers(0, 80), max_size=6), st.randoms(use_true_random=False))
+def test_rebatching_with_valid_watermarks_never_changes_confirmed_bars(raw, cuts, rnd):
+    ticks = make_ticks(raw)
+    rnd.shuffle(ticks)  # any arrival order; the watermarks below stay valid for it
+    bounds = sorted({0, len(ticks), *(min(c, len(ticks)) for c in cuts)})
+    batches = [ticks[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+    # the exact replay watermark: no later tick has ts below it
+    watermarks = [
+        min((t["ts"] for b in batches[i + 1 :] for t in b), default=None) for i in range(len(batches))
+    ]
+    split = run(batches, watermarks)
+    assert not [name for name, _ in split if name == "quarantine"]
+    assert_same_bars(bars(split), bars(run([ticks], [None])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy, st.randoms(use_true_random=False))
+def test_shuffling_within_a_batch_never_changes_output(raw, rnd):
+    ticks = make_ticks(raw)
+    shuffled = list(ticks)
+    rnd.shuffle(shuffled)
+    half = T0 + 60_000 * MS
+    a = run([ticks, ticks[:0]], [half, None])
+    b = run([shuffled, shuffled[:0]], [half, None])
+    assert len(a) == len(b) and all(x[0] == y[0] and x[1].equals(y[1]) for x, y in zip(a, b))
