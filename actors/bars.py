@@ -27,8 +27,12 @@ Semantics:
       for an ``amend`` policy (update the confirmed bar and emit a correction).
     * Malformed trades (non-finite price or size, negative size, ts outside
       1698-2242) are quarantined as ``invalid_trade``.
-    * With ``emit_forming``, every ``on_batch`` emits one ``forming`` row per bar
-      that batch touched (current values).
+    * With ``emit_forming``, every watermark emits, after the bars it confirms, one
+      ``forming`` row per bar touched since the previous watermark and still open
+      (current values). Deferring them to the watermark that follows each batch
+      means a bar confirmed by that same watermark is sent once, not twice: in a
+      burst replay this halves the bar traffic. A graph whose source sends no
+      watermarks sees no forming rows (only end-of-stream confirmations).
     * Every emitted batch is sorted by (symbol, timeframe in ``TIMEFRAMES`` order, ts).
 
 Implementation: no per-tick Python. A batch is sorted once by (symbol id, ts, seq,
@@ -91,7 +95,8 @@ class BarParams(Params):
             duplicates; default all six.
         sessions: symbol -> :class:`~actors.sessions.Session` for ``1d`` bars; the
             key ``"default"`` applies to symbols not listed (else UTC 00:00-24:00).
-        emit_forming: after each batch, emit the touched bars with status ``forming``.
+        emit_forming: on each watermark, emit the bars touched since the previous one
+            that are still open, with status ``forming``.
     """
 
     timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES), min_length=1)
@@ -378,6 +383,7 @@ class BarEngine(Operator):
     # ------------------------------------------------------------------ symbols
     def _reset(self) -> None:
         self._open_bars = {tf: _Bars.empty() for tf in self._timeframes}
+        self._touched: dict[int, list[np.ndarray]] = {}  # tf -> packed keys touched since the last watermark
         self._symbols: list[str] = []
         self._symbol_ids: dict[str, int] = {}
         self._watermark = _NO_WATERMARK
@@ -432,8 +438,8 @@ class BarEngine(Operator):
             batch: TICK schema, any order, any symbols.
 
         Returns:
-            ``bars`` (the touched bars, ``forming``, if ``emit_forming``) and
-            ``quarantine`` (late or malformed trades), each only when non-empty.
+            ``quarantine`` (late or malformed trades) when non-empty. Touched bars are
+            remembered and emitted as ``forming`` by the next :meth:`on_watermark`.
         """
         price_column = batch.column("price")
         trades = batch.filter(price_column.is_valid()) if price_column.null_count else batch
@@ -454,8 +460,9 @@ class BarEngine(Operator):
             if late:
                 quarantine += self._late_rows(trades, ticks, late)
         emits: list[Emit] = []
-        if self.params.emit_forming and touched:
-            emits.append(("bars", self._bars_batch(touched, BAR_FORMING)))
+        if self.params.emit_forming:
+            for tf, bars in touched:
+                self._touched.setdefault(tf, []).append(_pack(bars.symbol, bars.ts))
         if quarantine:
             emits.append(("quarantine", pa.RecordBatch.from_pylist(quarantine, schema=QUARANTINE)))
         return emits
@@ -468,12 +475,24 @@ class BarEngine(Operator):
         if ts <= self._watermark:
             return []
         self._watermark = int(ts)
-        return self._confirm(self._watermark)
+        return self._confirm(self._watermark) + self._forming()
 
     def on_eof(self) -> list[Emit]:
         """Confirm every open bar; a trade arriving afterwards would be quarantined as late."""
         self._watermark = _END_OF_STREAM
+        self._touched.clear()
         return self._confirm(self._watermark)
+
+    def _forming(self) -> list[Emit]:
+        """The bars touched since the last watermark that are still open, as ``forming``."""
+        parts: list[tuple[int, _Bars]] = []
+        for tf, keys in self._touched.items():
+            bars = self._open_bars[tf]
+            still_open = np.isin(_pack(bars.symbol, bars.ts), np.concatenate(keys))
+            if still_open.any():
+                parts.append((tf, bars.take(still_open)))
+        self._touched.clear()
+        return [("bars", self._bars_batch(parts, BAR_FORMING))] if parts else []
 
     # ------------------------------------------------------------------ internals
     def _valid_trades(self, trades: pa.RecordBatch) -> tuple[_Trades, list[dict[str, Any]]]:
@@ -697,6 +716,7 @@ class BarEngine(Operator):
                 TIMEFRAMES[tf]: {name: column.copy() for name, column in bars._asdict().items()}
                 for tf, bars in self._open_bars.items()
             },
+            "touched": {TIMEFRAMES[tf]: [k.copy() for k in keys] for tf, keys in self._touched.items()},
             "counts": dict(self._counts),
             "confirmed": self._confirmed.copy(),
             "late": self._late.copy(),
@@ -722,6 +742,7 @@ class BarEngine(Operator):
             _TF_INDEX[tf]: _Bars(**{k: v.copy() for k, v in columns.items()})
             for tf, columns in state["open_bars"].items()
         }
+        self._touched = {_TF_INDEX[tf]: [k.copy() for k in keys] for tf, keys in state["touched"].items()}
         self._counts = dict(state["counts"])
         self._confirmed = state["confirmed"].copy()
         self._late = state["late"].copy()

@@ -177,6 +177,7 @@ class ParquetSink(Operator):
         path = Path(params.path)
         self._root = path if path.is_absolute() else Path(ctx.base_dir) / path
         self._bars: dict[tuple[str, str], _Buffer] = {}
+        self._unsorted = _Buffer()  # confirmed bars not yet split into partitions
         self._quarantine = _Buffer()
         self._quarantine_files = 0
         self._names_used: set[Path] = set()
@@ -207,6 +208,7 @@ class ParquetSink(Operator):
 
     def on_eof(self) -> list[Emit]:
         """Write every buffered row (partitions in sorted order)."""
+        self._distribute()
         for key in sorted(self._bars):
             self._write_bars(key, everything=True)
         self._write_quarantine(everything=True)
@@ -231,12 +233,25 @@ class ParquetSink(Operator):
         self._forming_ignored += batch.num_rows - confirmed.num_rows
         if confirmed.num_rows == 0:
             return
-        for key, rows in _partitions(confirmed):
+        # Partition lazily: splitting every small batch into ~(symbols x timeframes)
+        # pieces costs one `take` per piece; splitting the buffered rows once costs one.
+        self._unsorted.append(_with_partition_columns(confirmed, self.ctx.node_id))
+        if self._unsorted.rows >= self.params.rows_per_file:
+            self._distribute()
+            for key in sorted(self._bars):
+                self._write_bars(key, everything=False)
+
+    def _distribute(self) -> None:
+        """Move the unsorted buffered bars into their (symbol, timeframe) partition buffers."""
+        if self._unsorted.rows == 0:
+            return
+        table = pa.Table.from_batches(self._unsorted.batches).combine_chunks()
+        self._unsorted = _Buffer()
+        for key, rows in _partitions(table.to_batches(max_chunksize=table.num_rows)[0]):
             buffer = self._bars.get(key)
             if buffer is None:
                 buffer = self._bars[key] = _Buffer()
             buffer.append(_file_batch(rows, BAR_FILE_SCHEMA, "bars", self.ctx.node_id))
-            self._write_bars(key, everything=False)
 
     def _write_bars(self, key: tuple[str, str], everything: bool) -> None:
         symbol, timeframe = key
@@ -283,8 +298,20 @@ def _file_batch(batch: pa.RecordBatch, schema: pa.Schema, stream: str, node_id: 
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def _with_partition_columns(batch: pa.RecordBatch, node_id: str) -> pa.RecordBatch:
+    """``batch`` reduced to the partition columns plus :data:`BAR_FILE_SCHEMA` columns."""
+    names = [*PARTITION_COLUMNS, *BAR_FILE_SCHEMA.names]
+    missing = [name for name in names if name not in batch.schema.names]
+    if missing:
+        raise ValueError(f"parquet_sink {node_id!r}: batch on stream 'bars' lacks column(s) {missing}")
+    return batch.select(names)
+
+
 def _partitions(batch: pa.RecordBatch) -> list[tuple[tuple[str, str], pa.RecordBatch]]:
-    """Split ``batch`` by (symbol, timeframe), rows in input order within each part."""
+    """Split ``batch`` by (symbol, timeframe), rows in input order within each part.
+
+    One stable sort and one ``take`` for the whole batch; the parts are zero-copy slices.
+    """
     symbols = pc.dictionary_encode(batch["symbol"])
     timeframes = pc.dictionary_encode(batch["timeframe"])
     symbol_names = symbols.dictionary.to_pylist()
@@ -296,9 +323,10 @@ def _partitions(batch: pa.RecordBatch) -> list[tuple[tuple[str, str], pa.RecordB
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     ends = np.r_[starts[1:], len(order)]
+    ordered = batch.take(pa.array(order))
     parts = []
     for start, end in zip(starts.tolist(), ends.tolist()):
         k = int(sorted_key[start])
         name = (symbol_names[k // len(timeframe_names)], timeframe_names[k % len(timeframe_names)])
-        parts.append((name, batch.take(pa.array(order[start:end]))))
+        parts.append((name, ordered.slice(start, end - start)))
     return parts

@@ -29,9 +29,11 @@ here; it is rendered as ``***`` (:func:`mask_url`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
+import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -278,10 +280,15 @@ class SqlStore(Operator):
 
     Flushes (one transaction each) happen when ``batch_rows`` rows are buffered, on a
     watermark once ``flush_interval_ms`` has passed since the last flush (every
-    watermark if the context has no clock), and at end of stream. :meth:`close`
-    disposes the engine and closes the private event loop; rows still buffered at
-    close (after a failure, never after ``on_eof``) are not written: idempotent upserts
-    make the restarted job's replay rewrite them.
+    watermark if the context has no clock), and at end of stream. Writes are double
+    buffered: the store's event loop runs on its own thread, a flush started by
+    ``on_batch``/``on_watermark`` runs there while the next buffer fills, and at most
+    one flush is in flight (the next one first waits for it), so database I/O never
+    stalls the graph and memory stays bounded. ``on_eof`` waits for every write; a
+    failed background flush raises :class:`StoreError` from the next hook.
+    :meth:`close` disposes the engine and stops the loop; rows still buffered at close
+    (after a failure, never after ``on_eof``) are not written: idempotent upserts make
+    the restarted job's replay rewrite them.
 
     SQLite connections get ``PRAGMA journal_mode=WAL`` and ``synchronous=NORMAL``.
     Rows are sent as plain tuples through ``exec_driver_sql`` with a statement compiled
@@ -300,6 +307,9 @@ class SqlStore(Operator):
         self._masked_url = self._url.render_as_string(hide_password=True)
         self._secrets = _secret_forms(self._url.password)
         self._loop = _PrivateLoop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sql_store:{ctx.node_id}", daemon=True)
+        self._thread.start()
+        self._in_flight: tuple[Future, list[tuple[sa.Table, int]], int] | None = None
         self._engine: AsyncEngine | None = None
         self._buffers: dict[str, list[pa.RecordBatch]] = {stream: [] for stream in STREAM_TABLES}
         self._buffered_rows = 0
@@ -356,7 +366,7 @@ class SqlStore(Operator):
             self._buffers[stream].append(batch.select([column.name for column in table.columns]))
             self._buffered_rows += batch.num_rows
         if self._buffered_rows >= self.params.batch_rows:
-            self.flush()
+            self.flush(wait=False)
         return []
 
     def on_watermark(self, ts: int) -> list[Emit]:
@@ -365,22 +375,27 @@ class SqlStore(Operator):
             return []
         clock = self.ctx.clock_ns
         if clock is None or clock() - self._last_flush_ns >= self.params.flush_interval_ms * 1_000_000:
-            self.flush()
+            self.flush(wait=False)
         return []
 
     def on_eof(self) -> list[Emit]:
-        """Flush everything buffered."""
+        """Flush everything buffered and wait until it is written."""
         self.flush()
         return []
 
     def close(self) -> None:
-        """Dispose the engine and close the private event loop. Safe to call twice."""
+        """Dispose the engine and stop the private event loop. Safe to call twice."""
         if self._loop.is_closed():
             return
         try:
+            if self._in_flight is not None:
+                concurrent.futures.wait([self._in_flight[0]])
+                self._in_flight = None
             if self._engine is not None:
                 self._run_private(self._engine.dispose())
         finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
             self._loop.close()
 
     def metrics(self) -> dict[str, Any]:
@@ -392,12 +407,18 @@ class SqlStore(Operator):
             "buffered": self._buffered_rows,
         }
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
         """Upsert every buffered row, all tables in one transaction.
 
+        Args:
+            wait: block until this flush is committed (default); ``False`` starts it
+                on the store's thread and returns (after the previous flush finished).
+
         Raises:
-            StoreError: the database refused the write (message has the masked URL).
+            StoreError: the database refused this write or the previous background one
+                (message has the masked URL).
         """
+        self._settle()
         if self._buffered_rows == 0:
             return
         work = [
@@ -405,15 +426,37 @@ class SqlStore(Operator):
             for stream, batches in self._buffers.items()
             if batches
         ]
-        with _gc_paused():
-            self._run(self._upsert(work), f"upserting {self._buffered_rows} rows")
-        for table, _, batches in work:
-            self._written[table.name] += sum(batch.num_rows for batch in batches)
+        counts = [(table, sum(batch.num_rows for batch in batches)) for table, _, batches in work]
+        future = asyncio.run_coroutine_threadsafe(self._upsert(work), self._loop)
+        self._in_flight = (future, counts, self._buffered_rows)
         self._buffers = {stream: [] for stream in STREAM_TABLES}
         self._buffered_rows = 0
         self._flushes += 1
         if self.ctx.clock_ns is not None:
             self._last_flush_ns = self.ctx.clock_ns()
+        if wait:
+            self._settle()
+
+    def wait_for_writes(self) -> None:
+        """Block until the background flush in flight (if any) is committed.
+
+        Raises:
+            StoreError: that flush failed.
+        """
+        self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the flush in flight, if any; count its rows or raise its error."""
+        if self._in_flight is None:
+            return
+        future, counts, rows = self._in_flight
+        self._in_flight = None
+        try:
+            future.result()
+        except (OSError, sa.exc.SQLAlchemyError) as e:
+            raise self._error(f"upserting {rows} rows", e) from (None if self._leaks(e) else e)
+        for table, n in counts:
+            self._written[table.name] += n
 
     # -- internals ---------------------------------------------------------------------
 
@@ -433,6 +476,10 @@ class SqlStore(Operator):
     async def _upsert(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
         """One transaction; rows are converted to tuples chunk by chunk while the driver's
         thread executes the previous chunk (SQLite releases the GIL while it steps)."""
+        with _gc_paused():
+            await self._upsert_chunks(work)
+
+    async def _upsert_chunks(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
         async with self._engine.begin() as connection:
             pending: asyncio.Future | None = None
             try:
@@ -456,17 +503,8 @@ class SqlStore(Operator):
             raise self._error(action, e) from (None if self._leaks(e) else e)
 
     def _run_private(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` to completion on the private loop, blocking the caller.
-
-        From a thread that already runs an event loop (an async host, an async test) the
-        private loop cannot run there, so it runs on a helper thread while the caller waits.
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._loop.run_until_complete(coroutine)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sql_store") as helper:
-            return helper.submit(self._loop.run_until_complete, coroutine).result()
+        """Run ``coroutine`` on the store's loop thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _error(self, action: str, error: BaseException) -> StoreError:
         message = str(error)

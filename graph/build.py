@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.operator import Source
-from graph.runtime import HostConfig, LocalTransport, NodeFailure, NodeHost, Route, find_node_failure
+from graph.runtime import HostConfig, HostGroup, LocalTransport, NodeFailure, NodeHost, Route, find_node_failure
 from graph.spec import LoadedGraph
 
-__all__ = ["RunResult", "GraphRun", "build_graph", "plan_hosts", "plan_routes"]
+__all__ = ["RunResult", "GraphRun", "build_graph", "plan_hosts", "plan_routes", "plan_chains"]
 
 
 @dataclass
@@ -77,6 +77,29 @@ def plan_routes(loaded: LoadedGraph) -> dict[str, list[Route]]:
     }
 
 
+def plan_chains(loaded: LoadedGraph) -> list[list[str]]:
+    """Group node ids into actors: chains of parallelism-1 nodes linked by forward edges.
+
+    A node joins its upstream's chain when both have parallelism 1 and that upstream
+    is its only upstream node (``runtime.chain: false`` disables chaining). Returns
+    the groups in topological order, each in topological order.
+    """
+    spec = loaded.spec
+    group_of: dict[str, int] = {}
+    groups: list[list[str]] = []
+    for node_id in loaded.order:
+        upstreams = {u for u, _ in loaded.edges[node_id]}
+        if spec.runtime.chain and spec.node(node_id).parallelism == 1 and len(upstreams) == 1:
+            (upstream,) = upstreams
+            if spec.node(upstream).parallelism == 1:
+                group_of[node_id] = group_of[upstream]
+                groups[group_of[node_id]].append(node_id)
+                continue
+        group_of[node_id] = len(groups)
+        groups.append([node_id])
+    return groups
+
+
 class GraphRun:
     """A built graph: drive it with :meth:`run`, then it is finished (one run per build)."""
 
@@ -88,18 +111,15 @@ class GraphRun:
             key for key in hosts if issubclass(_kind_class(loaded, key[0]), Source)
         ]
 
-    def _call(self, key: tuple[str, int], method: str, *args: Any, **kwargs: Any) -> Any:
-        host = self.hosts[key]
+    def _metrics(self) -> list[dict[str, Any]]:
         if self.backend == "local":
-            return getattr(host, method)(*args, **kwargs)
-        return getattr(host, method).remote(*args, **kwargs)
-
-    def _get(self, ref: Any) -> Any:
-        if self.backend == "local":
-            return ref
+            return [host.metrics() for host in self.hosts.values()]
         import ray
 
-        return ray.get(ref)
+        groups = list({id(h): h for h in self.hosts.values()}.values())
+        per_group = ray.get([g.metrics.remote() for g in groups])
+        by_key = {(m["node_id"], m["shard"]): m for metrics in per_group for m in metrics}
+        return [by_key[key] for key in self.hosts]
 
     def run(
         self,
@@ -146,14 +166,14 @@ class GraphRun:
             else:
                 import ray
 
-                refs = {self._call(key, "pump", pump_events): key for key in self.sources}
+                refs = {self.hosts[key].pump.remote(key, pump_events): key for key in self.sources}
                 while refs:
                     ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
                     for ref in ready:
                         key = refs.pop(ref)
                         progress[key] = ray.get(ref)
                         if not progress[key]["done"]:
-                            refs[self._call(key, "pump", pump_events, stop=stop_now())] = key
+                            refs[self.hosts[key].pump.remote(key, pump_events, stop=stop_now())] = key
                     _report(on_progress, progress)
         except BaseException as exc:
             failure = find_node_failure(exc) if isinstance(exc, Exception) else None
@@ -162,7 +182,7 @@ class GraphRun:
                 raise failure from None
             raise
         elapsed = time.perf_counter() - started
-        metrics = [self._get(self._call(key, "metrics")) for key in self.hosts]
+        metrics = self._metrics()
         self.shutdown()
         return RunResult(elapsed_s=elapsed, hosts=metrics, stopped_early=stopped_early)
 
@@ -180,7 +200,7 @@ class GraphRun:
             return
         import ray
 
-        for handle in self.hosts.values():
+        for handle in {id(h): h for h in self.hosts.values()}.values():
             try:
                 ray.kill(handle, no_restart=True)
             except Exception:  # already dead: nothing left to release
@@ -234,29 +254,36 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
 
     import ray
 
-    actor_class = ray.remote(NodeHost)
+    actor_class = ray.remote(HostGroup)
     run_tag = uuid.uuid4().hex[:6]
     hosts = {}
-    for configs in plan.values():
-        for config in configs:
-            hosts[(config.node_id, config.shard)] = actor_class.options(
-                name=f"{loaded.spec.name}.{config.node_id}#{config.shard}.{run_tag}",
+    groups = []
+    for node_ids in plan_chains(loaded):
+        shards = [config for node_id in node_ids for config in plan[node_id]]
+        for shard in range(len(plan[node_ids[0]])):
+            configs = shards if len(node_ids) > 1 else [plan[node_ids[0]][shard]]
+            handle = actor_class.options(
+                name=f"{loaded.spec.name}.{'+'.join(node_ids)}#{shard}.{run_tag}",
                 max_restarts=0,
                 max_concurrency=1,
-            ).remote(config)
+            ).remote(configs)
+            groups.append((handle, configs))
+            for config in configs:
+                hosts[(config.node_id, config.shard)] = handle
+            if len(node_ids) > 1:
+                break  # a chain is parallelism 1: one actor
     run = GraphRun(loaded, backend, hosts)
     try:
-        starts = {key: handle.start.remote() for key, handle in hosts.items()}
-        for key, ref in starts.items():
+        starts = [(configs, handle.start.remote()) for handle, configs in groups]
+        for configs, ref in starts:
             try:
                 ray.get(ref)
             except Exception as exc:
-                failure = find_node_failure(exc) or NodeFailure(key[0], key[1], f"{type(exc).__name__}: {exc}")
+                failure = find_node_failure(exc) or NodeFailure(
+                    configs[0].node_id, configs[0].shard, f"{type(exc).__name__}: {exc}"
+                )
                 raise failure from None
-        ray.get([
-            handle.connect.remote(routes[key[0]], None, ray_handles=hosts, max_in_flight=max_in_flight)
-            for key, handle in hosts.items()
-        ])
+        ray.get([handle.connect.remote(routes, hosts, max_in_flight) for handle, _ in groups])
     except BaseException:
         run.shutdown()
         raise

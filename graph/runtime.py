@@ -53,6 +53,7 @@ __all__ = [
     "NodeHost",
     "LocalTransport",
     "RayTransport",
+    "HostGroup",
     "shard_of",
     "partition_batch",
 ]
@@ -114,8 +115,8 @@ def shard_of(key: str, num_shards: int) -> int:
 def partition_batch(batch: pa.RecordBatch, key: str, num_shards: int) -> list[tuple[int, pa.RecordBatch]]:
     """Split ``batch`` by the stable hash of string column ``key``.
 
-    Row order within each part is the batch's order. Cost is one dictionary
-    encoding of the key column plus one ``take`` per non-empty shard.
+    Row order within each part is the batch's order. Cost: one dictionary encoding
+    of the key column, one stable argsort and one ``take``; the parts are slices.
 
     Returns:
         ``[(shard, sub_batch), ...]`` for the shards that receive rows, ascending.
@@ -129,11 +130,19 @@ def partition_batch(batch: pa.RecordBatch, key: str, num_shards: int) -> list[tu
         encoded = encoded.combine_chunks()
     values = encoded.dictionary.to_pylist()
     shard_per_value = np.fromiter((shard_of(v, num_shards) for v in values), dtype=np.int64, count=len(values))
-    shards = shard_per_value[encoded.indices.to_numpy(zero_copy_only=False)]
     present = np.unique(shard_per_value)
     if len(present) == 1:
         return [(int(present[0]), batch)]
-    return [(int(s), batch.take(pa.array(np.flatnonzero(shards == s)))) for s in present]
+    shards = shard_per_value[encoded.indices.to_numpy(zero_copy_only=False)]
+    order = np.argsort(shards, kind="stable")
+    counts = np.bincount(shards, minlength=num_shards)
+    ordered = batch.take(pa.array(order))
+    parts, start = [], 0
+    for shard in range(num_shards):
+        if counts[shard]:
+            parts.append((shard, ordered.slice(start, int(counts[shard]))))
+            start += int(counts[shard])
+    return parts
 
 
 @dataclass
@@ -178,21 +187,31 @@ class LocalTransport:
 
 
 class RayTransport:
-    """Delivery to Ray actors with at most ``max_in_flight`` pending calls per target shard."""
+    """Delivery to :class:`HostGroup` actors, at most ``max_in_flight`` pending calls per target shard.
 
-    def __init__(self, handles: dict[tuple[str, int], Any], max_in_flight: int) -> None:
+    Hosts chained into the sender's own actor (``local``) are called directly: no
+    serialization, no object store, no scheduling.
+    """
+
+    def __init__(self, handles: dict[tuple[str, int], Any], max_in_flight: int,
+                 local: dict[tuple[str, int], NodeHost] | None = None) -> None:
         import ray  # the only import of ray below graph/build.py
 
         self._ray = ray
         self.handles = handles
+        self.local = local or {}
         self.max_in_flight = max_in_flight
         self.in_flight: dict[tuple[str, int], deque] = {}
 
     def send(self, target: str, shard: int, channel: str, messages: list[Message]) -> None:
+        host = self.local.get((target, shard))
+        if host is not None:
+            host.push(channel, messages)
+            return
         pending = self.in_flight.setdefault((target, shard), deque())
         while len(pending) >= self.max_in_flight:
             self._wait(target, shard, pending.popleft())
-        pending.append(self.handles[(target, shard)].push.remote(channel, messages))
+        pending.append(self.handles[(target, shard)].push.remote((target, shard), channel, messages))
 
     def drain(self) -> None:
         """Wait for every pending call; re-raise the first downstream failure."""
@@ -270,11 +289,10 @@ class NodeHost:
         self.op = self._guard(lambda: cls(params, ctx))
         return self.channel
 
-    def connect(self, routes: list[Route], transport: Any = None, *, ray_handles: dict | None = None,
-                max_in_flight: int = 4) -> None:
-        """Wire outputs. In-process: pass ``transport``; on Ray: pass ``ray_handles``."""
+    def connect(self, routes: list[Route], transport: LocalTransport | RayTransport) -> None:
+        """Wire outputs: ``routes`` say where each stream goes, ``transport`` how."""
         self.routes = routes
-        self.transport = transport if transport is not None else RayTransport(ray_handles or {}, max_in_flight)
+        self.transport = transport
 
     def metrics(self) -> dict[str, Any]:
         """Counters: rows in/out per stream, quarantine reasons, watermark, operator metrics."""
@@ -449,3 +467,43 @@ def _wall_clock_ns() -> int:
     import time
 
     return time.time_ns()
+
+
+class HostGroup:
+    """The hosts that share one Ray actor: a chain of nodes linked by forward edges.
+
+    As in Flink's operator chaining, a node with parallelism 1 whose only upstream
+    node also has parallelism 1 runs in its upstream's actor: batches pass between
+    them by a direct call instead of through the object store. Every other edge is a
+    Ray call with backpressure. A group of one host is the unchained case.
+    """
+
+    def __init__(self, configs: list[HostConfig]) -> None:
+        self.hosts = {(c.node_id, c.shard): NodeHost(c) for c in configs}
+
+    def start(self) -> list[str]:
+        """Build every hosted operator; returns their channel names."""
+        return [host.start() for host in self.hosts.values()]
+
+    def connect(self, routes: dict[str, list[Route]], handles: dict[tuple[str, int], Any], max_in_flight: int) -> None:
+        """Wire every hosted node: ``routes`` by node id, ``handles`` by (node, shard)."""
+        transport = RayTransport(handles, max_in_flight, local=self.hosts)
+        for (node_id, _), host in self.hosts.items():
+            host.connect(routes[node_id], transport)
+
+    def push(self, target: tuple[str, int], channel: str, messages: list[Message]) -> None:
+        """Deliver to hosted node shard ``target`` (see :meth:`NodeHost.push`)."""
+        self.hosts[target].push(channel, messages)
+
+    def pump(self, source: tuple[str, int], max_events: int = 8, stop: bool = False) -> dict[str, Any]:
+        """Step hosted source ``source`` (see :meth:`NodeHost.pump`)."""
+        return self.hosts[source].pump(max_events, stop=stop)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Metrics of every hosted shard."""
+        return [host.metrics() for host in self.hosts.values()]
+
+    def close(self) -> None:
+        """Release every hosted operator's resources (after an abort)."""
+        for host in self.hosts.values():
+            host.close()

@@ -3,7 +3,7 @@
 A graph file::
 
     name: replay
-    runtime: {max_in_flight: 4, pump_events: 8}
+    runtime: {max_in_flight: 8, pump_events: 8, chain: true}
     nodes:
       - id: source
         kind: file_replay
@@ -92,12 +92,16 @@ class RuntimeSettings(BaseModel):
     Attributes:
         max_in_flight: pending batches allowed per edge (sender -> receiver shard).
         pump_events: source events (batches/watermarks) moved per driver step.
+        chain: run a parallelism-1 node whose only upstream node has parallelism 1
+            in its upstream's actor (Flink's operator chaining): one serialization
+            hop fewer. ``false`` gives every node shard its own actor.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    max_in_flight: int = Field(default=4, ge=1, le=1024)
+    max_in_flight: int = Field(default=8, ge=1, le=1024)
     pump_events: int = Field(default=8, ge=1, le=4096)
+    chain: bool = True
 
 
 class GraphSpec(BaseModel):

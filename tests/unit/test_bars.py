@@ -267,23 +267,29 @@ def test_every_emit_is_sorted_by_symbol_timeframe_ts(real_run):
         assert key == sorted(key)
 
 
-def test_forming_rows_are_the_touched_bars_with_current_values():
+def test_forming_rows_are_the_touched_bars_still_open_at_the_watermark():
+    # batch 1 = AMZN ticks [0, 3000), then watermark w1 = its last ts: every 1m bar
+    # before w1's minute is confirmed; the bar holding w1 and the 1h bar are forming.
+    # batch 2 = [3000, 6000), then w2 likewise.
     amzn = amzn_ticks()
     first, second = amzn.iloc[:3_000], amzn.iloc[3_000:6_000]
     bars = engine(timeframes=["1m", "1h"], sessions={"AMZN": AMZN_SESSION})
-    forming = bars_of(bars.on_batch("ticks", to_batch(first)), "forming")
-    assert forming["trade_count"].tolist() == [
-        *expected_bars(first, "1m")["trade_count"],
-        *expected_bars(first, "1h")["trade_count"],
-    ]
-    forming = bars_of(bars.on_batch("ticks", to_batch(second)), "forming")
+    assert not bars_of(bars.on_batch("ticks", to_batch(first)), "forming").size  # deferred
+    out = bars.on_watermark(int(first["ts"].iloc[-1]))
+    confirmed, forming = bars_of(out, "confirmed"), bars_of(out, "forming")
+    want = expected_bars(first, "1m")
+    assert_bars_equal(confirmed, want.iloc[:-1].reset_index(drop=True))  # confirmed once, never also forming
+    assert_bars_equal(forming[forming["timeframe"] == "1m"], want.iloc[-1:].reset_index(drop=True))
+    assert_bars_equal(forming[forming["timeframe"] == "1h"], expected_bars(first, "1h"))
+    bars.on_batch("ticks", to_batch(second))
+    forming = bars_of(bars.on_watermark(int(second["ts"].iloc[-1])), "forming")
     both = amzn.iloc[:6_000]
-    touched_1m = set(pd.to_datetime(second.loc[second["price"].notna(), "ts"], utc=True).dt.floor("1min"))
-    want_1m = expected_bars(both, "1m")
-    want_1m = want_1m[pd.to_datetime(want_1m["ts"], utc=True).isin(touched_1m)]
-    assert_bars_equal(forming[forming["timeframe"] == "1m"], want_1m.reset_index(drop=True))
-    assert_bars_equal(forming[forming["timeframe"] == "1h"], expected_bars(both, "1h"))
-    assert not bars_of(engine(emit_forming=False).on_batch("ticks", to_batch(first)), "forming").size
+    assert_bars_equal(forming[forming["timeframe"] == "1m"], expected_bars(both, "1m").iloc[-1:].reset_index(drop=True))
+    # the second batch crosses 14:00 UTC: the 13:00 bar is confirmed by w2, the 14:00 one forms
+    assert_bars_equal(forming[forming["timeframe"] == "1h"], expected_bars(both, "1h").iloc[-1:].reset_index(drop=True))
+    quiet = engine(emit_forming=False)
+    quiet.on_batch("ticks", to_batch(first))
+    assert not bars_of(quiet.on_watermark(int(first["ts"].iloc[-1])), "forming").size
 
 
 def test_snapshot_restore_mid_stream_gives_identical_output():
@@ -457,9 +463,8 @@ def test_zero_volume_bar_has_vwap_equal_to_close():
 def test_many_symbols_in_one_batch_come_out_sorted():
     t0 = _utc_ns("2024-01-02 10:00")
     bars = engine(timeframes=["1m", "1s"])
-    emits = bars.on_batch(
-        "ticks", batch(*(trade(s, t0 + i * S, 1.0 + i, seq=i) for i, s in enumerate("ZYXZYX")))
-    )
+    bars.on_batch("ticks", batch(*(trade(s, t0 + i * S, 1.0 + i, seq=i) for i, s in enumerate("ZYXZYX"))))
+    emits = bars.on_watermark(t0)  # nothing ends by t0: every touched bar is forming
     assert [(r["symbol"], r["timeframe"], r["ts"]) for r in rows(emits)] == [
         ("X", "1s", t0 + 2 * S), ("X", "1s", t0 + 5 * S), ("X", "1m", t0),
         ("Y", "1s", t0 + S), ("Y", "1s", t0 + 4 * S), ("Y", "1m", t0),

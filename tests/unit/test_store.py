@@ -236,16 +236,19 @@ def test_flush_on_size_on_watermark_interval_and_at_eof(tmp_path):
     try:
         store.on_batch("bars", bars.slice(0, 6))
         assert stored_count(db) == 0  # 6 < batch_rows
-        store.on_batch("bars", bars.slice(6, 6))
-        assert stored_count(db) == 12  # 12 >= batch_rows: flushed at once
+        store.on_batch("bars", bars.slice(6, 6))  # 12 >= batch_rows: a flush starts at once
+        store.wait_for_writes()  # ... in the background
+        assert stored_count(db) == 12
         store.on_batch("bars", bars.slice(12, 3))
         now[0] = 999_000_000
         store.on_watermark(1)
         assert stored_count(db) == 12  # 999 ms < flush_interval_ms
         now[0] = 1_000_000_000 + 12  # the last flush was at 0 ns
         store.on_watermark(2)
+        store.wait_for_writes()
         assert stored_count(db) == 15
         store.on_batch("bars", bars.slice(15, 10))  # 10 >= batch_rows
+        store.wait_for_writes()
         assert stored_count(db) == 25
         assert store.metrics()["flushes"] == 3
         assert store.on_eof() == []
@@ -263,7 +266,23 @@ def test_without_a_clock_every_watermark_flushes(tmp_path):
         )
         assert stored_count(db) == 0
         store.on_watermark(0)
+        store.wait_for_writes()
         assert stored_count(db) == 2
+    finally:
+        store.close()
+
+
+def test_a_background_flush_overlaps_buffering_and_eof_waits_for_it(tmp_path):
+    """Double buffering: on_batch returns while its flush runs; on_eof waits for all."""
+    db = tmp_path / "bars.db"
+    store = make(sqlite_url(db), batch_rows=10)
+    bars = pa.Table.from_pandas(lobster_bars(), schema=BAR, preserve_index=False).combine_chunks().to_batches()[0]
+    try:
+        for start in range(0, bars.num_rows, 7):
+            store.on_batch("bars", bars.slice(start, 7))
+        store.on_eof()
+        assert stored_count(db) == bars.num_rows
+        assert store.metrics()["rows_written"]["bars_ohlcv"] == bars.num_rows
     finally:
         store.close()
 
@@ -279,7 +298,7 @@ def test_sqlite_runs_in_wal_mode_with_synchronous_normal(tmp_path):
                 synchronous = (await connection.exec_driver_sql("PRAGMA synchronous")).scalar()
                 return journal, synchronous
 
-        assert store._loop.run_until_complete(pragmas()) == ("wal", 1)  # 1 = NORMAL
+        assert store._run_private(pragmas()) == ("wal", 1)  # 1 = NORMAL
     finally:
         store.close()
     with sqlite3.connect(db) as connection:
