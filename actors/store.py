@@ -1,215 +1,42 @@
-"""The SQL sink: idempotent upserts of confirmed bars and quarantine rows, SQLAlchemy 2 async.
+"""The ``sql_store`` sink: idempotent upserts of confirmed bars and quarantine rows.
 
-Tables (SQLAlchemy Core, created if missing) derive their columns from the Arrow
-schemas in ``graph/schemas.py`` through :data:`SQL_TYPES`, so a schema is written once:
-
-* ``bars_ohlcv``: the BAR columns minus ``status`` (only confirmed bars are stored);
-  primary key ``(symbol, timeframe, ts)``.
-* ``quarantine``: the QUARANTINE columns; primary key ``(source, row, reason)``.
-
-Neither table has a wall-clock column, and every write is an
-``INSERT ... ON CONFLICT (primary key) DO UPDATE``: running the same job twice leaves
-byte-identical rows, and a bar re-sent with new values (a late-tick correction) is
-updated in place.
-
-Float columns are nullable in SQL even where the Arrow field is not: SQLite cannot
-store NaN and silently turns it into NULL (e.g. the VWAP of a bar whose trades all have
-size 0), so a NOT NULL float column would make a legitimate bar fail the whole flush.
-The read helpers turn NULL back into NaN for fields the Arrow schema marks non-null.
+Input stream -> table: ``bars`` -> ``bars_ohlcv`` (confirmed rows only), ``quarantine``
+-> ``quarantine`` (tables: ``db/tables.py``). Neither table has a wall-clock column,
+and every write is an ``INSERT ... ON CONFLICT (primary key) DO UPDATE``: running the
+same job twice leaves identical rows, and a bar re-sent with new values (a late-tick
+correction) is updated in place.
 
 The operator API is synchronous; :class:`SqlStore` drives its async engine on a
-private event loop it owns (a plain selector loop, driven by ``run_until_complete``). Called
-from a thread that already runs an event loop (an async host), it runs the private loop
-on a helper thread and blocks until done.
-
-Secrets: a URL's password never appears in a ``repr``, a log line or an error raised
-here; it is rendered as ``***`` (:func:`mask_url`).
+private event loop running on its own thread, so a flush proceeds while the next
+batches are buffered (see the class docstring).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import threading
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, quote_plus
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import ConfigDict, field_validator
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # needs greenlet
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.engine import StoreError, absolute_sqlite_url, async_url, create_engine, gc_paused, mask_url, secret_forms, upsert_sql
+from db.tables import bars_ohlcv, metadata, quarantine
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import BAR, BAR_CONFIRMED, QUARANTINE
+from graph.schemas import BAR_CONFIRMED
 
-__all__ = [
-    "SQL_TYPES",
-    "metadata",
-    "bars_ohlcv",
-    "quarantine",
-    "STREAM_TABLES",
-    "table_from_schema",
-    "arrow_schema",
-    "async_url",
-    "mask_url",
-    "StoreError",
-    "SqlStore",
-    "SqlStoreParams",
-    "read_table",
-    "read_table_async",
-    "read_bars",
-    "read_bars_async",
-    "read_quarantine",
-]
-
-#: Arrow type -> SQLAlchemy type, the only place column types are chosen.
-SQL_TYPES: dict[pa.DataType, type[sa.types.TypeEngine]] = {
-    pa.string(): sa.String,
-    pa.int64(): sa.BigInteger,
-    pa.float64(): sa.Double,
-}
-_ARROW_TYPES = {sql_type: arrow_type for arrow_type, sql_type in SQL_TYPES.items()}
-
-#: The tables tickgraph writes; ``metadata.create_all`` creates them.
-metadata = sa.MetaData()
-
-
-def table_from_schema(
-    name: str,
-    schema: pa.Schema,
-    primary_key: Iterable[str],
-    *,
-    exclude: Iterable[str] = (),
-    meta: sa.MetaData = metadata,
-    **kwargs: Any,
-) -> sa.Table:
-    """A SQLAlchemy table with one column per field of an Arrow schema, in schema order.
-
-    Args:
-        name: table name.
-        schema: the Arrow schema; every field type must be in :data:`SQL_TYPES`.
-        primary_key: names of the primary-key columns (NOT NULL).
-        exclude: fields to leave out.
-        meta: the ``MetaData`` to attach the table to.
-        **kwargs: passed to ``sa.Table`` (dialect options such as ``sqlite_with_rowid``).
-
-    Returns:
-        The table. Nullability follows the Arrow field, except float columns, which
-        are always nullable (SQLite stores NaN as NULL; see the module docstring).
-
-    Raises:
-        KeyError: a field type has no SQL type, or a primary-key name is not a field.
-    """
-    primary_key = tuple(primary_key)
-    skip = set(exclude)
-    missing = [key for key in primary_key if key not in schema.names or key in skip]
-    if missing:
-        raise KeyError(f"table {name!r}: primary-key columns {missing} are not in the schema")
-    columns = []
-    for field in schema:
-        if field.name in skip:
-            continue
-        try:
-            sql_type = SQL_TYPES[field.type]
-        except KeyError:
-            raise KeyError(
-                f"table {name!r}: field {field.name!r} has Arrow type {field.type}, "
-                f"which has no SQL type (known: {', '.join(map(str, SQL_TYPES))})"
-            ) from None
-        is_key = field.name in primary_key
-        nullable = not is_key and (field.nullable or pa.types.is_floating(field.type))
-        columns.append(sa.Column(field.name, sql_type(), primary_key=is_key, nullable=nullable))
-    return sa.Table(name, meta, *columns, **kwargs)
-
-
-#: Confirmed OHLCV bars. ``WITHOUT ROWID`` on SQLite: the composite key is the row's storage order.
-bars_ohlcv = table_from_schema(
-    "bars_ohlcv", BAR, ("symbol", "timeframe", "ts"), exclude=("status",), sqlite_with_rowid=False
-)
-#: Rejected input rows, with their reason.
-quarantine = table_from_schema("quarantine", QUARANTINE, ("source", "row", "reason"))
+__all__ = ["STREAM_TABLES", "SqlStore", "SqlStoreParams"]
 
 #: Input stream name -> the table it is written to.
 STREAM_TABLES: dict[str, sa.Table] = {"bars": bars_ohlcv, "quarantine": quarantine}
 _SOURCE_SCHEMAS = {"bars": "BAR", "quarantine": "QUARANTINE"}  # names, for errors
-
-
-def arrow_schema(table: sa.Table) -> pa.Schema:
-    """The Arrow schema of a table built by :func:`table_from_schema`.
-
-    Nullability is taken from the originating Arrow schema (BAR / QUARANTINE) where the
-    table is one of tickgraph's, else from the SQL column.
-    """
-    origin = {"bars_ohlcv": BAR, "quarantine": QUARANTINE}.get(table.name)
-    fields = []
-    for column in table.columns:
-        nullable = origin.field(column.name).nullable if origin is not None else column.nullable
-        fields.append(pa.field(column.name, _ARROW_TYPES[type(column.type)], nullable=nullable))
-    return pa.schema(fields)
-
-
-# -- URLs ------------------------------------------------------------------------------
-
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
-
-
-def async_url(url: str | URL, base_dir: Path | None = None) -> URL:
-    """The async-driver form of a SQLAlchemy URL.
-
-    ``sqlite://`` -> ``sqlite+aiosqlite://``, ``postgresql://`` (and ``postgres://``)
-    -> ``postgresql+asyncpg://``; a URL naming a driver is kept. A relative SQLite
-    database path is resolved against ``base_dir`` (the graph file's directory) when
-    given, so the database lands in the same place whatever the worker's cwd.
-
-    Raises:
-        ValueError: not a SQLAlchemy URL (the message never contains the URL).
-    """
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        raise ValueError(
-            "not a SQLAlchemy URL; expected dialect[+driver]://user:password@host/database "
-            "or sqlite:///path/to/file.db"
-        ) from None
-    drivername = _ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
-    parsed = parsed.set(drivername=drivername)
-    database = parsed.database
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and base_dir is not None
-        and database
-        and database != ":memory:"
-        and not database.startswith("file:")
-        and not Path(database).is_absolute()
-    ):
-        parsed = parsed.set(database=str(Path(base_dir) / database))
-    return parsed
-
-
-def mask_url(url: str | URL) -> str:
-    """``url`` as text with its password replaced by ``***`` (unparseable: ``<invalid URL>``)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<invalid URL>"
-
-
-class StoreError(RuntimeError):
-    """A database operation of :class:`SqlStore` failed; the message names the masked URL."""
 
 
 # -- the operator ----------------------------------------------------------------------
@@ -235,24 +62,8 @@ class SqlStoreParams(Params):
     @field_validator("url")
     @classmethod
     def _parse_url(cls, value: str) -> str:
-        """Check the URL; make a relative SQLite path absolute against the cwd.
-
-        SQLAlchemy resolves ``sqlite:///tickgraph.db`` against the working directory;
-        resolving it here, where the graph is loaded (the driver), keeps that meaning
-        on every Ray worker whatever its own cwd.
-        """
-        async_url(value)  # raises ValueError without echoing the URL
-        parsed = make_url(value)
-        database = parsed.database
-        if (
-            parsed.get_backend_name() == "sqlite"
-            and database
-            and database != ":memory:"
-            and not database.startswith("file:")
-            and not Path(database).is_absolute()
-        ):
-            value = parsed.set(database=str(Path.cwd() / database)).render_as_string(hide_password=False)
-        return value
+        """Check the URL (never echoing it); pin a relative SQLite path to the loading cwd."""
+        return absolute_sqlite_url(value)
 
     @field_validator("batch_rows", "flush_interval_ms")
     @classmethod
@@ -305,7 +116,7 @@ class SqlStore(Operator):
         super().__init__(params, ctx)
         self._url = async_url(params.url)
         self._masked_url = self._url.render_as_string(hide_password=True)
-        self._secrets = _secret_forms(self._url.password)
+        self._secrets = secret_forms(self._url.password)
         self._loop = _PrivateLoop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"sql_store:{ctx.node_id}", daemon=True)
         self._thread.start()
@@ -320,7 +131,7 @@ class SqlStore(Operator):
         try:
             self._engine = self._create_engine()
             self._statements = {
-                stream: _upsert_sql(table, self._engine.dialect) for stream, table in STREAM_TABLES.items()
+                stream: upsert_sql(table, self._engine.dialect) for stream, table in STREAM_TABLES.items()
             }
             self._run(self._create_tables(), "creating the tables")
         except BaseException:
@@ -462,12 +273,9 @@ class SqlStore(Operator):
 
     def _create_engine(self) -> AsyncEngine:
         try:
-            engine = create_async_engine(self._url)
+            return create_engine(self._url)
         except (ImportError, sa.exc.SQLAlchemyError) as e:
             raise self._error("creating the engine", e) from None
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
 
     async def _create_tables(self) -> None:
         async with self._engine.begin() as connection:
@@ -476,7 +284,7 @@ class SqlStore(Operator):
     async def _upsert(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
         """One transaction; rows are converted to tuples chunk by chunk while the driver's
         thread executes the previous chunk (SQLite releases the GIL while it steps)."""
-        with _gc_paused():
+        with gc_paused():
             await self._upsert_chunks(work)
 
     async def _upsert_chunks(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
@@ -540,47 +348,6 @@ class _PrivateLoop(asyncio.SelectorEventLoop):
             raise
 
 
-def _secret_forms(password: str | None) -> list[str]:
-    """The password as it may appear in text: raw and URL-quoted."""
-    if not password:
-        return []
-    return sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _upsert_sql(table: sa.Table, dialect: sa.engine.Dialect) -> str:
-    """``INSERT ... ON CONFLICT (pk) DO UPDATE`` for ``table``, compiled for ``dialect``.
-
-    The statement takes positional parameters in table column order (checked).
-    """
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect.name)
-    if insert is None:
-        raise ValueError(f"sql_store supports sqlite and postgresql upserts, not {dialect.name!r}")
-    statement = insert(table)
-    key = [column.name for column in table.primary_key.columns]
-    values = [column for column in table.columns if not column.primary_key]
-    statement = statement.on_conflict_do_update(
-        index_elements=key,
-        set_={column.name: statement.excluded[column.name] for column in values},
-        # skip rewriting rows that would not change (a re-run): same content, less I/O
-        where=sa.or_(*(column.is_distinct_from(statement.excluded[column.name]) for column in values)),
-    )
-    compiled = statement.compile(dialect=dialect)
-    order = [column.name for column in table.columns]
-    if not compiled.positional or list(compiled.positiontup) != order:
-        raise ValueError(
-            f"sql_store: driver {dialect.driver!r} does not take positional parameters in column "
-            f"order (paramstyle {dialect.paramstyle!r})"
-        )
-    return str(compiled)
-
-
 def _chunks(batches: list[pa.RecordBatch], rows: int) -> Iterator[list[pa.RecordBatch]]:
     """Consecutive groups of batches of about ``rows`` rows each."""
     group: list[pa.RecordBatch] = []
@@ -620,103 +387,3 @@ def _pylist(array: pa.Array) -> list:
     return array.to_pylist()
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building and sending millions of tuples (they hold no
-    cycles; collections triggered by their allocation cost more than the conversion)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-# -- reading back ------------------------------------------------------------------------
-
-
-async def read_table_async(
-    url: str | URL,
-    table: str | sa.Table,
-    *,
-    where: Mapping[str, Any] | None = None,
-    base_dir: Path | None = None,
-) -> pa.Table:
-    """All rows of ``bars_ohlcv`` or ``quarantine``, ordered by primary key.
-
-    Args:
-        url: SQLAlchemy URL (mapped by :func:`async_url`).
-        table: the table or its name.
-        where: ``{column: value}`` equality filters, ANDed.
-        base_dir: resolves a relative SQLite path, as in :func:`async_url`.
-
-    Returns:
-        An Arrow table of :func:`arrow_schema` (``ts`` int64 ns UTC); NULL floats in
-        fields the Arrow schema marks non-null come back as NaN.
-    """
-    table = table if isinstance(table, sa.Table) else metadata.tables[table]
-    statement = sa.select(table).order_by(*table.primary_key.columns)
-    for name, value in (where or {}).items():
-        statement = statement.where(table.c[name] == value)
-    engine = create_async_engine(async_url(url, base_dir))
-    schema = arrow_schema(table)
-    try:
-        with _gc_paused():
-            async with engine.connect() as connection:
-                rows = (await connection.execute(statement)).all()
-            columns = list(zip(*rows)) if rows else [[] for _ in schema]
-            del rows
-            arrays = []
-            for field, values in zip(schema, columns):
-                array = pa.array(values, type=field.type)
-                if pa.types.is_floating(field.type) and not field.nullable:
-                    array = pc.fill_null(array, np.nan)
-                arrays.append(array)
-    finally:
-        await engine.dispose()
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def read_table(
-    url: str | URL,
-    table: str | sa.Table,
-    *,
-    where: Mapping[str, Any] | None = None,
-    base_dir: Path | None = None,
-) -> pa.Table:
-    """Synchronous :func:`read_table_async` (runs its own event loop; not from async code)."""
-    return asyncio.run(read_table_async(url, table, where=where, base_dir=base_dir))
-
-
-def _where(**filters: Any) -> dict[str, Any]:
-    return {name: value for name, value in filters.items() if value is not None}
-
-
-async def read_bars_async(
-    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None, base_dir: Path | None = None
-) -> pd.DataFrame:
-    """Stored bars as a DataFrame ordered by (symbol, timeframe, ts).
-
-    Returns:
-        Columns of BAR minus ``status``; ``ts`` int64 ns UTC (bar open time), prices
-        float64, ``trade_count`` int64, ``symbol``/``timeframe`` strings.
-    """
-    table = await read_table_async(
-        url, bars_ohlcv, where=_where(symbol=symbol, timeframe=timeframe), base_dir=base_dir
-    )
-    return table.to_pandas()
-
-
-def read_bars(
-    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None, base_dir: Path | None = None
-) -> pd.DataFrame:
-    """Synchronous :func:`read_bars_async` (runs its own event loop; not from async code)."""
-    return asyncio.run(read_bars_async(url, symbol=symbol, timeframe=timeframe, base_dir=base_dir))
-
-
-def read_quarantine(
-    url: str | URL, *, source: str | None = None, base_dir: Path | None = None
-) -> pd.DataFrame:
-    """Stored quarantine rows as a DataFrame ordered by (source, row, reason); QUARANTINE columns."""
-    return read_table(url, quarantine, where=_where(source=source), base_dir=base_dir).to_pandas()

@@ -18,6 +18,9 @@ __all__ = [
     "TICK",
     "BAR",
     "QUARANTINE",
+    "SIGNAL",
+    "JOB_RUN",
+    "JOB_STATUSES",
     "BAR_FORMING",
     "BAR_CONFIRMED",
     "ORIGIN_LIVE",
@@ -84,6 +87,40 @@ QUARANTINE = pa.schema(
         pa.field("reason", pa.string(), nullable=False),  # short machine code, e.g. "nan_price"
         pa.field("detail", pa.string(), nullable=False),  # human sentence naming field and value
         pa.field("raw", pa.string()),  # the offending input, as text
+    ]
+)
+
+
+#: A signal value computed at event time ``ts`` (e.g. ``spread_bps`` on a quote).
+SIGNAL = pa.schema(
+    [
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),  # event time of the tick/bar it was computed on
+        pa.field("name", pa.string(), nullable=False),  # e.g. "spread_bps", "rsi_14_1m"
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("score", pa.float64()),  # optional normalized strength
+        pa.field("metadata", pa.string()),  # JSON text
+    ]
+)
+
+JOB_STATUSES = ("running", "completed", "failed", "cancelled")
+
+#: One job (a replay, an export): what it did, when, and how it ended.
+JOB_RUN = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # uuid4 hex
+        pa.field("job_name", pa.string(), nullable=False),  # e.g. "replay", "export"
+        pa.field("provider", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # one of JOB_STATUSES
+        pa.field("symbols", pa.string()),  # JSON list
+        pa.field("rows_written", pa.int64()),
+        pa.field("min_ts", pa.int64()),  # event time range covered, ns UTC
+        pa.field("max_ts", pa.int64()),
+        pa.field("started_at", pa.int64(), nullable=False),  # wall clock, ns UTC
+        pa.field("completed_at", pa.int64()),  # wall clock, ns UTC
+        pa.field("error_message", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON object
     ]
 )
 

@@ -10,7 +10,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from actors.store import read_bars, read_table
+from db.read import read_bars, read_table
 from tests.conftest import ROOT, TARDIS_QUOTES, TARDIS_TRADES
 from tests.reference import assert_bars_match, reference_bars, tardis_trades
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from actors.parquet_sink import bars_dataset
-from actors.store import read_bars, read_table
+from db.read import read_bars, read_table
 from graph.build import build_graph
 from graph.runtime import NodeFailure
 from graph.spec import load_graph

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from actors.normalizer import REASONS, Normalizer, NormalizerParams
 from graph.operator import OperatorContext
+from tests.conftest import FIXTURES
 from graph.schemas import QUARANTINE, TICK
 
-LOBSTER = Path("/work/shared/data/lobster_amzn_l1")
+LOBSTER = FIXTURES / "lobster_amzn_l1"
 MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
 BOOK = LOBSTER / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
 

@@ -15,9 +15,10 @@ import pytest
 
 from actors.parquet_sink import BAR_FILE_SCHEMA, ParquetSink, ParquetSinkParams, bars_dataset
 from graph.operator import OperatorContext
+from tests.conftest import LOBSTER_MESSAGES
 from graph.schemas import BAR, QUARANTINE
 
-MESSAGES = Path("/work/shared/data/lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv")
+MESSAGES = LOBSTER_MESSAGES
 NS_PER_MINUTE = 60 * 10**9
 BAR_KEY = ["symbol", "timeframe", "ts"]
 

@@ -19,7 +19,8 @@ from actors.parquet_sink import (
     ParquetSinkParams,
     bars_dataset,
 )
-from actors.store import STREAM_TABLES, SqlStore, SqlStoreParams, arrow_schema, bars_ohlcv, quarantine
+from actors.store import STREAM_TABLES, SqlStore, SqlStoreParams
+from db.tables import arrow_schema, bars_ohlcv, quarantine
 from graph.operator import OperatorContext
 from graph.schemas import BAR, QUARANTINE, TICK, empty_batch
 

@@ -14,22 +14,15 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-import actors.store as store_module
-from actors.store import (
-    SqlStore,
-    SqlStoreParams,
-    StoreError,
-    async_url,
-    bars_ohlcv,
-    mask_url,
-    read_bars,
-    read_bars_async,
-    read_quarantine,
-)
+from actors.store import SqlStore, SqlStoreParams
+from db.engine import StoreError, async_url, mask_url, upsert_sql
+from db.read import read_bars, read_bars_async, read_quarantine
+from db.tables import bars_ohlcv
 from graph.operator import OperatorContext
+from tests.conftest import LOBSTER_MESSAGES
 from graph.schemas import BAR, QUARANTINE
 
-MESSAGES = Path("/work/shared/data/lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv")
+MESSAGES = LOBSTER_MESSAGES
 NS_PER_MINUTE = 60 * 10**9
 BAR_KEY = ["symbol", "timeframe", "ts"]
 STORED = [name for name in BAR.names if name != "status"]
@@ -375,7 +368,9 @@ def test_the_password_never_shows_in_engine_errors(monkeypatch):
             f"cannot connect to {url.render_as_string(hide_password=False)} ({SECRET})"
         )
 
-    monkeypatch.setattr(store_module, "create_async_engine", leaky)
+    import db.engine
+
+    monkeypatch.setattr(db.engine, "create_async_engine", leaky)
     with pytest.raises(StoreError) as error:
         SqlStore(SqlStoreParams(url=PG_URL), OperatorContext(node_id="store"))
     assert "s3cr" not in str(error.value) and error.value.__cause__ is None
@@ -441,7 +436,7 @@ def test_an_in_memory_database_works():
 def test_the_upsert_compiles_for_postgresql():
     from sqlalchemy.dialects import postgresql
 
-    sql = store_module._upsert_sql(bars_ohlcv, postgresql.asyncpg.dialect())
+    sql = upsert_sql(bars_ohlcv, postgresql.asyncpg.dialect())
     assert sql.startswith("INSERT INTO bars_ohlcv (symbol, timeframe, ts, open,")
     assert "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = excluded.open" in sql
     assert "IS DISTINCT FROM" in sql

@@ -1,0 +1,106 @@
+"""Reading tickgraph tables back (tests, exports, replays from the store).
+
+Every reader returns typed columns: ``ts`` int64 ns UTC, prices float64, NULL floats
+in fields the Arrow schema marks non-null as NaN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from db.engine import create_engine, gc_paused
+from db.tables import arrow_schema, bars_ohlcv, metadata, quarantine
+
+__all__ = ["read_table", "read_table_async", "read_bars", "read_bars_async", "read_quarantine"]
+
+
+async def read_table_async(
+    url: str | URL,
+    table: str | sa.Table,
+    *,
+    where: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """All rows of a tickgraph table, ordered by primary key.
+
+    Args:
+        url: SQLAlchemy URL (mapped by :func:`async_url`).
+        table: the table or its name.
+        where: ``{column: value}`` equality filters, ANDed.
+
+    Returns:
+        An Arrow table of :func:`arrow_schema` (``ts`` int64 ns UTC); NULL floats in
+        fields the Arrow schema marks non-null come back as NaN.
+    """
+    table = table if isinstance(table, sa.Table) else metadata.tables[table]
+    statement = sa.select(table).order_by(*table.primary_key.columns)
+    for name, value in (where or {}).items():
+        statement = statement.where(table.c[name] == value)
+    engine = create_engine(url)
+    schema = arrow_schema(table)
+    try:
+        with gc_paused():
+            async with engine.connect() as connection:
+                rows = (await connection.execute(statement)).all()
+            columns = list(zip(*rows)) if rows else [[] for _ in schema]
+            del rows
+            arrays = []
+            for field, values in zip(schema, columns):
+                array = pa.array(values, type=field.type)
+                if pa.types.is_floating(field.type) and not field.nullable:
+                    array = pc.fill_null(array, np.nan)
+                arrays.append(array)
+    finally:
+        await engine.dispose()
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def read_table(
+    url: str | URL,
+    table: str | sa.Table,
+    *,
+    where: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """Synchronous :func:`read_table_async` (runs its own event loop; not from async code)."""
+    return asyncio.run(read_table_async(url, table, where=where))
+
+
+def _where(**filters: Any) -> dict[str, Any]:
+    return {name: value for name, value in filters.items() if value is not None}
+
+
+async def read_bars_async(
+    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None
+) -> pd.DataFrame:
+    """Stored bars as a DataFrame ordered by (symbol, timeframe, ts).
+
+    Returns:
+        Columns of BAR minus ``status``; ``ts`` int64 ns UTC (bar open time), prices
+        float64, ``trade_count`` int64, ``symbol``/``timeframe`` strings.
+    """
+    table = await read_table_async(
+        url, bars_ohlcv, where=_where(symbol=symbol, timeframe=timeframe)
+    )
+    return table.to_pandas()
+
+
+def read_bars(
+    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None
+) -> pd.DataFrame:
+    """Synchronous :func:`read_bars_async` (runs its own event loop; not from async code)."""
+    return asyncio.run(read_bars_async(url, symbol=symbol, timeframe=timeframe))
+
+
+def read_quarantine(
+    url: str | URL, *, source: str | None = None
+) -> pd.DataFrame:
+    """Stored quarantine rows as a DataFrame ordered by (source, row, reason); QUARANTINE columns."""
+    return read_table(url, quarantine, where=_where(source=source)).to_pandas()
