@@ -3,6 +3,7 @@
     python run.py --graph replay.yaml                      # config/replay.yaml, local Ray
     python run.py --graph my.yaml --set bars.parallelism=4 --summary-json out/summary.json
     python run.py --graph live.yaml --address auto         # join a running Ray cluster
+    python run.py parity ... | python run.py export ...    # subcommands (commands/)
 
 Exit codes: 0 success; 1 a node failed while running; 2 a user error (bad graph file,
 bad ``--set``, missing file) reported before any actor started; 130 interrupted twice.
@@ -67,7 +68,7 @@ def _start_ray(args: argparse.Namespace) -> None:
     if args.address:
         # Workers on other nodes import our packages from the driver's copy.
         kwargs["address"] = args.address
-        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "db", "graph")]}
+        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "commands", "db", "graph")]}
     else:
         kwargs["num_cpus"] = args.num_cpus
         kwargs["include_dashboard"] = False if args.no_dashboard else None
@@ -146,4 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from commands import SUBCOMMANDS, dispatch
+
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        sys.exit(dispatch(sys.argv[1], sys.argv[2:]))
     sys.exit(main())

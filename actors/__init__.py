@@ -13,11 +13,27 @@ from graph.operator import Operator, Source
 __all__ = ["KINDS", "load_kind"]
 
 KINDS: dict[str, str] = {
+    # sources: replay
     "file_replay": "actors.file_replay:FileReplay",
+    "replay": "actors.replayer:Replayer",
+    # sources: live feeds
+    "binance": "actors.live.binance:BinanceSource",
+    "coinbase": "actors.live.coinbase:CoinbaseSource",
+    "finnhub": "actors.live.finnhub:FinnhubSource",
+    "alpaca": "actors.live.alpaca:AlpacaSource",
+    # operators
     "normalizer": "actors.normalizer:Normalizer",
     "bars": "actors.bars:BarEngine",
+    "vwap_deviation_bps": "actors.signals:VwapDeviationBps",
+    "spread_bps": "actors.signals:SpreadBps",
+    "rsi": "actors.signals:Rsi",
+    "bollinger_pctb": "actors.signals:BollingerPctB",
+    "tick_rate_zscore": "actors.signals:TickRateZScore",
+    "parity": "actors.parity:ParityTracker",
+    # sinks
     "sql_store": "actors.store:SqlStore",
     "parquet_sink": "actors.parquet_sink:ParquetSink",
+    "recorder": "actors.recorder:Recorder",
 }
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 __all__ = [
     "Emit",
     "Watermark",
+    "IDLE",
     "OperatorContext",
     "Params",
     "Operator",
@@ -40,6 +41,21 @@ class Watermark:
     """Event-time progress: no later tick on this edge has ``ts`` < ``ts`` (int64 ns UTC)."""
 
     ts: int
+
+
+class _Idle:
+    """Type of :data:`IDLE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+#: Yielded by a source's ``events()`` when it has nothing to emit right now (a quiet
+#: live feed, a paced replay waiting for the next tick's time): the host ends the
+#: current step, so the driver stays responsive (stop, duration, progress).
+IDLE = _Idle()
 
 
 @dataclass(frozen=True)
@@ -127,8 +143,8 @@ class Source:
         self.params = params
         self.ctx = ctx
 
-    def events(self) -> Iterator[Emit | Watermark]:
-        """Yield data and watermarks until the source is exhausted."""
+    def events(self) -> Iterator[Emit | Watermark | _Idle]:
+        """Yield data, watermarks and :data:`IDLE` (nothing now) until exhausted."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors import load_kind
-from graph.operator import OperatorContext, Source, Watermark
+from graph.operator import IDLE, OperatorContext, Source, Watermark
 
 __all__ = [
     "DATA",
@@ -363,6 +363,7 @@ class NodeHost:
 
         Returns:
             ``{"rows": rows emitted so far, "watermark": ts or None, "done": bool}``.
+            A source that yields :data:`~graph.operator.IDLE` ends the step early.
 
         Raises:
             NodeFailure: the source, or any node downstream of it, failed.
@@ -380,6 +381,8 @@ class NodeHost:
                 event = self._guard(lambda: next(self._events, None))
                 if event is None:
                     done = True
+                    break
+                if event is IDLE:
                     break
                 if isinstance(event, Watermark):
                     if self.watermark is None or event.ts > self.watermark:

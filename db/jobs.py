@@ -1,0 +1,119 @@
+"""The ``job_runs`` table: one row per job (a replay, an export), from start to end.
+
+    job = start_job(url, "replay", provider="lobster", symbols=["AMZN"])
+    ...
+    finish_job(url, job, "completed", rows_written=n, min_ts=a, max_ts=b)
+
+Statuses: ``running`` (set by :func:`start_job`), then ``completed``, ``failed`` (with
+``error_message``) or ``cancelled``. Times ``started_at``/``completed_at`` are wall
+clock, int64 ns UTC (job bookkeeping, not market data); ``min_ts``/``max_ts`` are the
+event-time range the job covered. ``symbols`` and ``metadata`` are JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from db.engine import StoreError, create_engine, mask_url
+from db.tables import job_runs, metadata
+from graph.schemas import JOB_STATUSES
+
+__all__ = ["start_job", "finish_job", "read_job"]
+
+
+def _run(url: str, work: Callable[[Any], Any]) -> Any:
+    async def go() -> Any:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.create_all, tables=[job_runs])
+                return await connection.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except (OSError, sa.exc.SQLAlchemyError) as e:
+        raise StoreError(f"job_runs on {mask_url(url)}: {type(e).__name__}: {e}") from None
+
+
+def start_job(
+    url: str,
+    job_name: str,
+    *,
+    provider: str | None = None,
+    symbols: Sequence[str] = (),
+    metadata_json: dict[str, Any] | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+) -> str:
+    """Insert a ``running`` job row; returns its id (uuid4 hex).
+
+    Raises:
+        StoreError: the database refused the write (URL masked).
+    """
+    job_id = uuid.uuid4().hex
+    row = {
+        "id": job_id,
+        "job_name": job_name,
+        "provider": provider,
+        "status": "running",
+        "symbols": orjson.dumps(list(symbols)).decode(),
+        "rows_written": 0,
+        "min_ts": None,
+        "max_ts": None,
+        "started_at": clock_ns(),
+        "completed_at": None,
+        "error_message": None,
+        "metadata": orjson.dumps(metadata_json or {}).decode(),
+    }
+    _run(url, lambda connection: connection.execute(job_runs.insert().values(**row)))
+    return job_id
+
+
+def finish_job(
+    url: str,
+    job_id: str,
+    status: str,
+    *,
+    rows_written: int | None = None,
+    min_ts: int | None = None,
+    max_ts: int | None = None,
+    error_message: str | None = None,
+    metadata_json: dict[str, Any] | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+) -> None:
+    """Mark job ``job_id`` ``completed``, ``failed`` or ``cancelled`` (``completed_at`` = now).
+
+    Raises:
+        ValueError: ``status`` is not a final status.
+        StoreError: the database refused the write, or no job has that id.
+    """
+    if status not in JOB_STATUSES or status == "running":
+        raise ValueError(f"final job status must be completed, failed or cancelled, got {status!r}")
+    values: dict[str, Any] = {"status": status, "completed_at": clock_ns(), "error_message": error_message}
+    for name, value in (("rows_written", rows_written), ("min_ts", min_ts), ("max_ts", max_ts)):
+        if value is not None:
+            values[name] = int(value)
+    if metadata_json is not None:
+        values["metadata"] = orjson.dumps(metadata_json).decode()
+    result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
+    if result.rowcount != 1:
+        raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
+
+
+def read_job(url: str, job_id: str) -> dict[str, Any] | None:
+    """The job row as a dict (``symbols``/``metadata`` decoded), or None."""
+    row = _run(url, lambda c: c.execute(sa.select(job_runs).where(job_runs.c.id == job_id)).mappings().first())
+    if row is None:
+        return None
+    out = dict(row)
+    out["symbols"] = orjson.loads(out["symbols"]) if out["symbols"] else []
+    out["metadata"] = orjson.loads(out["metadata"]) if out["metadata"] else {}
+    return out

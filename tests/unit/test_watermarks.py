@@ -1,0 +1,52 @@
+"""Watermark generation: exact in replay; bounded lateness and idle advance in live.
+
+Live, allowed lateness 2 s, idle timeout 5 s (times in seconds):
+
+    wall:   0      1      2        ...      8        9
+    ticks:  ts=100 ts=103 ts=101 (late ok)  (quiet)  (quiet)
+    wm:     98     101    101               101      wall-based: 9 - 2 = 7 < 101 -> 101
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from graph.watermarks import WatermarkGenerator
+
+S = 1_000_000_000
+
+
+def test_replay_watermark_is_the_max_event_time():
+    w = WatermarkGenerator("replay")
+    assert w.current() is None
+    w.observe(10)
+    w.observe(7)  # an out-of-order batch never moves the watermark back
+    assert w.current() == 10
+
+
+def test_live_watermark_lags_by_the_allowed_lateness_and_never_decreases():
+    w = WatermarkGenerator("live", allowed_lateness_ns=2 * S, idle_timeout_ns=5 * S)
+    w.observe(100 * S, wall_ns=0)
+    assert w.current(wall_ns=0) == 98 * S
+    w.observe(103 * S, wall_ns=1 * S)
+    assert w.current(wall_ns=1 * S) == 101 * S
+    w.observe(101 * S, wall_ns=2 * S)
+    assert w.current(wall_ns=2 * S) == 101 * S
+
+
+def test_an_idle_live_feed_advances_with_the_wall_clock():
+    w = WatermarkGenerator("live", allowed_lateness_ns=2 * S, idle_timeout_ns=5 * S)
+    w.observe(1_000 * S, wall_ns=1_000 * S)  # event time ~ wall time, as on a live feed
+    assert w.current(wall_ns=1_004 * S) == 998 * S  # quiet for 4 s < timeout: unchanged
+    assert w.current(wall_ns=1_005 * S) == 1_003 * S  # idle: wall - lateness
+    assert w.current(wall_ns=1_030 * S) == 1_028 * S
+    without_idle = WatermarkGenerator("live", allowed_lateness_ns=2 * S)
+    without_idle.observe(1_000 * S, wall_ns=1_000 * S)
+    assert without_idle.current(wall_ns=1_030 * S) == 998 * S
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="mode"):
+        WatermarkGenerator("wall")
+    with pytest.raises(ValueError, match="allowed_lateness_ns"):
+        WatermarkGenerator("live", allowed_lateness_ns=-1)
