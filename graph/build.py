@@ -55,6 +55,8 @@ def plan_hosts(loaded: LoadedGraph) -> dict[str, list[HostConfig]]:
                 num_shards=node.parallelism,
                 base_dir=str(loaded.base_dir),
                 inputs=channels,
+                graph_file=str(loaded.path),
+                event_time=spec.event_time.model_dump(),
             )
             for shard in range(node.parallelism)
         ]

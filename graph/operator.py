@@ -68,6 +68,9 @@ class OperatorContext:
         num_shards: the node's ``parallelism``.
         base_dir: directory of the graph file; relative paths in params resolve here.
         clock_ns: wall clock, int64 ns since epoch UTC; operators call this, never ``time``.
+        graph_file: the graph file this operator belongs to (None when built in code).
+        allowed_lateness_ns, late_policy, idle_timeout_ns, forming_interval_ns: the
+            graph's ``event_time`` settings (``graph/spec.py: EventTimeSettings``), in ns.
     """
 
     node_id: str
@@ -75,6 +78,11 @@ class OperatorContext:
     num_shards: int = 1
     base_dir: Path = field(default_factory=Path.cwd)
     clock_ns: Callable[[], int] | None = None
+    graph_file: Path | None = None
+    allowed_lateness_ns: int = 0
+    late_policy: str = "drop"
+    idle_timeout_ns: int | None = 5_000_000_000
+    forming_interval_ns: int = 0
 
 
 class Params(BaseModel):

@@ -247,6 +247,8 @@ class HostConfig:
     num_shards: int = 1
     base_dir: str = "."
     inputs: list[str] = field(default_factory=list)
+    graph_file: str | None = None
+    event_time: dict[str, Any] = field(default_factory=dict)
 
 
 class NodeHost:
@@ -279,12 +281,19 @@ class NodeHost:
         cfg = self.config
         cls = load_kind(cfg.kind)
         params = cls.Params.model_validate(cfg.params, context={"base_dir": Path(cfg.base_dir)})
+        event_time = cfg.event_time
+        idle_ms = event_time.get("idle_timeout_ms", 5_000)
         ctx = OperatorContext(
             node_id=cfg.node_id,
             shard=cfg.shard,
             num_shards=cfg.num_shards,
             base_dir=Path(cfg.base_dir),
             clock_ns=_wall_clock_ns,
+            graph_file=Path(cfg.graph_file) if cfg.graph_file else None,
+            allowed_lateness_ns=event_time.get("allowed_lateness_ms", 0) * 1_000_000,
+            late_policy=event_time.get("late_policy", "drop"),
+            idle_timeout_ns=None if idle_ms is None else idle_ms * 1_000_000,
+            forming_interval_ns=event_time.get("forming_interval_ms", 0) * 1_000_000,
         )
         self.op = self._guard(lambda: cls(params, ctx))
         return self.channel

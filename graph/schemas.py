@@ -23,6 +23,7 @@ __all__ = [
     "JOB_STATUSES",
     "BAR_FORMING",
     "BAR_CONFIRMED",
+    "BAR_CORRECTED",
     "ORIGIN_LIVE",
     "ORIGIN_REPLAY",
     "empty_batch",
@@ -54,6 +55,8 @@ TICK = pa.schema(
 
 BAR_FORMING = "forming"
 BAR_CONFIRMED = "confirmed"
+#: A confirmed bar re-emitted after a late tick amended it (late_policy ``amend``).
+BAR_CORRECTED = "corrected"
 
 #: An OHLCV bar. ``ts`` is the bar OPEN time; the bar covers [ts, ts + timeframe)
 #: (``1d``: the instrument's trading session of that local date).
@@ -69,7 +72,7 @@ BAR = pa.schema(
         pa.field("volume", pa.float64(), nullable=False),  # sum of trade sizes
         pa.field("vwap", pa.float64(), nullable=False),  # sum(price*size)/sum(size)
         pa.field("trade_count", pa.int64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # "forming" | "confirmed"
+        pa.field("status", pa.string(), nullable=False),  # "forming" | "confirmed" | "corrected"
     ]
 )
 

@@ -4,6 +4,7 @@ A graph file::
 
     name: replay
     runtime: {max_in_flight: 8, pump_events: 8, chain: true}
+    event_time: {allowed_lateness_ms: 0, late_policy: drop, idle_timeout_ms: 5000}
     nodes:
       - id: source
         kind: file_replay
@@ -30,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +43,7 @@ __all__ = [
     "GraphError",
     "NodeSpec",
     "RuntimeSettings",
+    "EventTimeSettings",
     "GraphSpec",
     "LoadedGraph",
     "load_graph",
@@ -104,6 +106,29 @@ class RuntimeSettings(BaseModel):
     chain: bool = True
 
 
+class EventTimeSettings(BaseModel):
+    """Event-time rules for a whole graph (every operator sees them in its context).
+
+    Attributes:
+        allowed_lateness_ms: how far behind the newest tick a tick may arrive and still
+            be on time; sources emit watermark = max event time seen - this.
+        late_policy: what happens to a tick older than the watermark (a late tick):
+            ``drop`` (kept in ``quarantine`` with reason ``late``, counted) or ``amend``
+            (applied; a confirmed bar it touches is corrected and re-emitted).
+        idle_timeout_ms: live: after this much wall time without ticks the watermark
+            follows the wall clock, so quiet symbols still confirm; null disables.
+        forming_interval_ms: at most one ``forming`` update per bar per this much
+            event time (0: one per watermark).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_lateness_ms: int = Field(default=0, ge=0)
+    late_policy: Literal["drop", "amend"] = "drop"
+    idle_timeout_ms: int | None = Field(default=5_000, ge=1)
+    forming_interval_ms: int = Field(default=0, ge=0)
+
+
 class GraphSpec(BaseModel):
     """A whole graph file (see module docstring)."""
 
@@ -112,6 +137,7 @@ class GraphSpec(BaseModel):
     name: str = "graph"
     description: str = ""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    event_time: EventTimeSettings = Field(default_factory=EventTimeSettings)
     nodes: list[NodeSpec] = Field(min_length=1)
 
     def node(self, node_id: str) -> NodeSpec:

@@ -1,11 +1,11 @@
 """Watermark generation for sources: exact in replay, bounded-lateness in live.
 
-A source asks its :class:`WatermarkGenerator` after each batch. Replay: the watermark
-is the largest event time seen (the file order is the truth). Live: the largest event
-time seen minus ``allowed_lateness_ns`` (ticks up to that much out of order are still
-on time, as in Flink's ``BoundedOutOfOrdernessWatermarks``); and when the feed has
-been idle for ``idle_timeout_ns`` of wall time, the watermark also advances with the
-wall clock (wall now - allowed lateness), so a quiet symbol still confirms its bars.
+A source asks its :class:`WatermarkGenerator` after each batch. The watermark is the
+largest event time seen minus ``allowed_lateness_ns`` (ticks up to that much out of
+order are still on time, as in Flink's ``BoundedOutOfOrdernessWatermarks``); with the
+default lateness 0 a replay's watermark is exact. Live only: when the feed has been
+idle for ``idle_timeout_ns`` of wall time, the watermark also advances with the wall
+clock (wall now - allowed lateness), so a quiet symbol still confirms its bars.
 Watermarks never go backwards.
 """
 
@@ -21,8 +21,8 @@ class WatermarkGenerator:
     """Watermarks from observed event times (int64 ns UTC).
 
     Attributes:
-        mode: ``"replay"`` (exact) or ``"live"`` (bounded lateness, idle advance).
-        allowed_lateness_ns: live only: how far behind the newest tick a tick may be.
+        mode: ``"replay"`` or ``"live"`` (live adds the idle advance).
+        allowed_lateness_ns: how far behind the newest tick a tick may be and be on time.
         idle_timeout_ns: live only: wall time without ticks after which the watermark
             follows the wall clock; None disables idle advance.
     """
@@ -51,10 +51,8 @@ class WatermarkGenerator:
         """The watermark now (None before any tick), never lower than a previous answer."""
         if self._max_ts is None:
             return self._current
-        if self.mode == "replay":
-            candidate = self._max_ts
-        else:
-            candidate = self._max_ts - self.allowed_lateness_ns
+        candidate = self._max_ts - self.allowed_lateness_ns
+        if self.mode == "live":
             idle = (
                 self.idle_timeout_ns is not None
                 and wall_ns is not None

@@ -50,3 +50,9 @@ def test_bad_settings_are_rejected():
         WatermarkGenerator("wall")
     with pytest.raises(ValueError, match="allowed_lateness_ns"):
         WatermarkGenerator("live", allowed_lateness_ns=-1)
+
+
+def test_replay_with_allowed_lateness_lags_but_never_idles():
+    w = WatermarkGenerator("replay", allowed_lateness_ns=2 * S, idle_timeout_ns=5 * S)
+    w.observe(100 * S, wall_ns=0)
+    assert w.current(wall_ns=60 * S) == 98 * S  # replay has no idle advance
