@@ -27,7 +27,8 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
     Returns:
         ``{"graph", "graph_file", "ticks_read", "ticks_accepted", "quarantined"
         {reason: n}, "quarantined_total", "bars_confirmed" {symbol: {timeframe: n}},
-        "elapsed_s", "ticks_per_s", "stopped_early", "nodes" {id: {...}}}``.
+        "elapsed_s", "ticks_per_s", "stopped_early", "parity" {stream: {"messages",
+        "hash"}}, "nodes" {id: {...}}}``.
         ``ticks_read`` = rows out of source nodes (ticks + quarantined by the source);
         ``ticks_accepted`` = ticks out of ``normalizer`` nodes (or of the sources if
         the graph has no normalizer); ``ticks_per_s`` = ticks_read / elapsed_s.
@@ -40,6 +41,7 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
     has_normalizer = False
     quarantined: dict[str, int] = {}
     bars_confirmed: dict[str, dict[str, int]] = {}
+    parity: dict[str, dict[str, dict[str, Any]]] = {}  # parity: node id -> stream -> {messages, hash}
     nodes: dict[str, dict[str, Any]] = {}
     for host in result.hosts:
         node_id = host["node_id"]
@@ -53,6 +55,8 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
         _add(quarantined, host["quarantined"])
         for symbol, per_tf in host["operator"].get("bars_confirmed", {}).items():
             _add(bars_confirmed.setdefault(symbol, {}), per_tf)
+        if "parity" in host["operator"]:  # parity: final stream hashes of parity nodes
+            parity[node_id] = host["operator"]["parity"]
         node = nodes.setdefault(node_id, {"kind": kinds[node_id], "rows_in": 0, "rows_out": {}, "shards": []})
         node["rows_in"] += host["rows_in"]
         _add(node["rows_out"], out)
@@ -69,8 +73,19 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 3),
         "ticks_per_s": round(ticks_read / elapsed, 1) if elapsed > 0 else None,
         "stopped_early": result.stopped_early,
+        "parity": _parity_summary(parity),
         "nodes": nodes,
     }
+
+
+def _parity_summary(per_node: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """parity: ``{stream: {"messages", "hash"}}`` of the graph's parity node.
+
+    With several parity nodes, keys are ``"node_id.stream"``; no parity node gives ``{}``.
+    """
+    if len(per_node) == 1:
+        return dict(sorted(next(iter(per_node.values())).items()))
+    return {f"{node}.{stream}": value for node, streams in sorted(per_node.items()) for stream, value in sorted(streams.items())}
 
 
 def _is_source(loaded: LoadedGraph, node_id: str) -> bool:
@@ -97,6 +112,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["stopped_early"]:
         lines.append("  stopped early (duration or interrupt); forming bars were flushed as confirmed")
+    for stream, tracked in summary.get("parity", {}).items():
+        lines.append(f"  parity {stream:<10}{tracked['messages']:>12,} messages  sha256 {tracked['hash']}")
     bars = summary["bars_confirmed"]
     if bars:
         timeframes = sorted({tf for per in bars.values() for tf in per}, key=_tf_order)
