@@ -142,6 +142,11 @@ class Source:
 
     ``events()`` yields :data:`Emit` tuples and :class:`Watermark` objects in stream
     order; the host pulls it step by step, so pausing or stopping is just not pulling.
+
+    A source that buffers data it has already received (a live feed) may define
+    ``stop()``: on ``--duration`` or Ctrl-C the host calls it, then drains ``events()``
+    to its end before sending end-of-stream, so nothing received is lost. Sources
+    without ``stop()`` (file replays) simply end where they are.
     """
 
     Params: ClassVar[type[Params]] = Params

@@ -385,6 +385,11 @@ class NodeHost:
             self._events = iter(self._guard(self.op.events))
         outbox: dict[tuple[str, int], list[Message]] = {}
         done = stop
+        if stop and callable(getattr(self.op, "stop", None)):
+            # A source that buffers (a live feed) hands over what it already received.
+            self._guard(self.op.stop)
+            for event in self._guard(lambda: list(self._events)):
+                self._emit_source_event(event, outbox)
         if not stop:
             for _ in range(max_events):
                 event = self._guard(lambda: next(self._events, None))
@@ -393,18 +398,23 @@ class NodeHost:
                     break
                 if event is IDLE:
                     break
-                if isinstance(event, Watermark):
-                    if self.watermark is None or event.ts > self.watermark:
-                        self.watermark = event.ts
-                        self._broadcast((WATERMARK, event.ts), outbox)
-                else:
-                    self._route([event], outbox)
+                self._emit_source_event(event, outbox)
         if done:
             self._broadcast((EOF,), outbox)
         self._send(outbox)
         if done:
             self._finish()
         return self._progress()
+
+    def _emit_source_event(self, event: Any, outbox: dict) -> None:
+        if event is IDLE:
+            return
+        if isinstance(event, Watermark):
+            if self.watermark is None or event.ts > self.watermark:
+                self.watermark = event.ts
+                self._broadcast((WATERMARK, event.ts), outbox)
+        else:
+            self._route([event], outbox)
 
     def _progress(self) -> dict[str, Any]:
         return {"rows": sum(self.rows_out.values()), "watermark": self.watermark, "done": self.finished}
