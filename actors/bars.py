@@ -17,14 +17,23 @@ Semantics:
     * A watermark ``w`` confirms every open bar whose end ``<= w``: it is emitted
       once with status ``confirmed`` and dropped from state. End-of-stream confirms
       every open bar.
-    * A trade whose bar in some timeframe ended at or before the last watermark is a
-      *late tick* for that timeframe: it is not applied there, it goes to the
-      ``quarantine`` stream (reason ``late``, one row per tick naming the late
-      timeframes) and is counted. It still updates the timeframes for which it is
-      not late. As in Flink's window operator, a trade behind the watermark whose
-      bar is still open is simply applied (counted as ``behind_watermark``): only
-      confirmed bars are final. The policy lives in ``BarEngine._late_rows``, ready
-      for an ``amend`` policy (update the confirmed bar and emit a correction).
+    * A trade with ``ts`` < the last watermark is a *late tick* (the graph's
+      ``event_time.allowed_lateness_ms`` is already in the watermark: sources emit
+      max event time - allowed lateness). It is counted and handled by the graph's
+      ``event_time.late_policy`` (``OperatorContext.late_policy``):
+
+      - ``drop``: not applied to any bar; one ``quarantine`` row (reason ``late``).
+        In a graph with a normalizer, the normalizer already dropped it (so that
+        ticks read = accepted + quarantined holds at one node); the bar engine
+        applies the same rule for graphs that feed it directly.
+      - ``amend``: applied to every bar; a bar still open takes it as usual, a bar
+        already confirmed is updated and re-emitted at once with status
+        ``corrected`` (a bar that had no trades when the watermark passed its end is
+        emitted for the first time, as ``confirmed``). Confirmed bars are kept for
+        ``amend_window_ms`` of event time behind the watermark; a trade older than
+        ``watermark - amend_window_ms`` can no longer amend them and is quarantined
+        (reason ``late``). A correction is exact: it is the confirmed bar merged with
+        the late trades, so it equals the bar of all the trades.
     * Malformed trades (non-finite price or size, negative size, ts outside
       1698-2242) are quarantined as ``invalid_trade``.
     * With ``emit_forming``, every watermark emits, after the bars it confirms, one
@@ -32,7 +41,12 @@ Semantics:
       (current values). Deferring them to the watermark that follows each batch
       means a bar confirmed by that same watermark is sent once, not twice: in a
       burst replay this halves the bar traffic. A graph whose source sends no
-      watermarks sees no forming rows (only end-of-stream confirmations).
+      watermarks sees no forming rows (only end-of-stream confirmations). With the
+      graph's ``event_time.forming_interval_ms`` > 0, a bar gets at most one forming
+      row per that much *event* time (watermark time, so a replay's forming rows do
+      not depend on how fast it runs); an update held back is sent at the first
+      watermark at least one interval after the bar's previous forming row, unless
+      the bar is confirmed first.
     * Every emitted batch is sorted by (symbol, timeframe in ``TIMEFRAMES`` order, ts).
 
 Implementation: no per-tick Python. A batch is sorted once by (symbol id, ts, seq,
@@ -61,7 +75,7 @@ from pydantic import Field, field_validator
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR, BAR_CONFIRMED, BAR_FORMING, QUARANTINE, stream_source
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, stream_source
 from graph.timeframes import DAILY, INTRADAY_NS, TIMEFRAMES
 
 __all__ = ["BarEngine", "BarParams", "Session"]
@@ -70,7 +84,8 @@ _TF_INDEX = {tf: i for i, tf in enumerate(TIMEFRAMES)}
 _TF_NAMES = pa.array(TIMEFRAMES)
 _NO_WATERMARK = int(np.iinfo(np.int64).min)
 _END_OF_STREAM = int(np.iinfo(np.int64).max)
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
+_CONSOLIDATE_CHUNKS = 64  # amend: confirmed-bar chunks kept before they are merged and pruned
 
 _INTRADAY = list(INTRADAY_NS.items())
 # Each coarser intraday timeframe is built from the next finer one's bars: they must nest.
@@ -97,11 +112,14 @@ class BarParams(Params):
             key ``"default"`` applies to symbols not listed (else UTC 00:00-24:00).
         emit_forming: on each watermark, emit the bars touched since the previous one
             that are still open, with status ``forming``.
+        amend_window_ms: late policy ``amend`` only: how long (event time behind the
+            watermark) confirmed bars are kept to be corrected; > 0.
     """
 
     timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES), min_length=1)
     sessions: dict[str, Session] = Field(default_factory=dict)
     emit_forming: bool = True
+    amend_window_ms: int = Field(3_600_000, gt=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -391,12 +409,19 @@ class BarEngine(Operator):
             "trades": 0,
             "quotes": 0,
             "invalid": 0,
-            "behind_watermark": 0,
             "late": 0,
+            "late_quarantined": 0,
             "outside_session": 0,
         }
         self._confirmed = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
-        self._late = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
+        self._corrected = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
+        # amend: confirmed bars kept for corrections, per timeframe: one sorted _Bars and
+        # the chunks confirmed since it was last consolidated (each sorted, keys disjoint)
+        self._final: dict[int, _Bars] = {tf: _Bars.empty() for tf in self._timeframes}
+        self._final_chunks: dict[int, list[_Bars]] = {tf: [] for tf in self._timeframes}
+        # forming_interval_ns > 0: per timeframe, packed keys of open bars and the
+        # watermark of their last forming row (sorted by key)
+        self._formed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._refresh_symbols()
 
     def _refresh_symbols(self) -> None:
@@ -414,7 +439,7 @@ class BarEngine(Operator):
         self._symbol_calendar = np.array([index[s] for s in sessions], dtype=np.int32)
         grow = np.zeros((n - len(self._confirmed), len(TIMEFRAMES)), dtype=np.int64)
         self._confirmed = np.concatenate([self._confirmed, grow])
-        self._late = np.concatenate([self._late, grow])
+        self._corrected = np.concatenate([self._corrected, grow])
 
     def _symbol_codes(self, column: pa.Array) -> np.ndarray:
         """Engine symbol ids (int32, shape (n,)) of a string or dictionary column."""
@@ -438,8 +463,11 @@ class BarEngine(Operator):
             batch: TICK schema, any order, any symbols.
 
         Returns:
-            ``quarantine`` (late or malformed trades) when non-empty. Touched bars are
-            remembered and emitted as ``forming`` by the next :meth:`on_watermark`.
+            ``quarantine`` (late or malformed trades) when non-empty; with late policy
+            ``amend``, ``bars`` rows for the confirmed bars late trades changed (status
+            ``corrected``, or ``confirmed`` for a bar that had no trades before). Touched
+            open bars are remembered and emitted as ``forming`` by the next
+            :meth:`on_watermark`.
         """
         price_column = batch.column("price")
         trades = batch.filter(price_column.is_valid()) if price_column.null_count else batch
@@ -448,18 +476,19 @@ class BarEngine(Operator):
         if trades.num_rows == 0:
             return []
         ticks, quarantine = self._valid_trades(trades)
-        touched: list[tuple[int, _Bars]] = []  # (timeframe index, bars this batch touched)
+        touched: list[tuple[int, _Bars]] = []  # (timeframe index, open bars this batch touched)
+        late_bars: list[tuple[int, _Bars]] = []  # amend: (timeframe index, partial bars of confirmed keys)
+        if ticks.ts.size and self._watermark != _NO_WATERMARK:
+            ticks, rejected = self._late_ticks(trades, ticks)
+            quarantine += rejected
         if ticks.ts.size:
-            if self._watermark != _NO_WATERMARK:
-                self._counts["behind_watermark"] += int(np.count_nonzero(ticks.ts < self._watermark))
             ticks = ticks.sorted(len(self._symbols))
-            late: dict[int, np.ndarray] = {}  # timeframe index -> late mask over ``ticks``
-            self._apply_intraday(ticks, late, touched)
+            self._apply_intraday(ticks, touched, late_bars)
             if self._daily is not None:
-                self._apply_daily(ticks, late, touched)
-            if late:
-                quarantine += self._late_rows(trades, ticks, late)
+                self._apply_daily(ticks, touched, late_bars)
         emits: list[Emit] = []
+        if late_bars:
+            emits += self._amend(late_bars)
         if self.params.emit_forming:
             for tf, bars in touched:
                 self._touched.setdefault(tf, []).append(_pack(bars.symbol, bars.ts))
@@ -484,15 +513,48 @@ class BarEngine(Operator):
         return self._confirm(self._watermark)
 
     def _forming(self) -> list[Emit]:
-        """The bars touched since the last watermark that are still open, as ``forming``."""
+        """The bars touched since the last watermark that are still open, as ``forming``.
+
+        With ``forming_interval_ns`` > 0 only those whose last forming row is at least
+        that old (in watermark time) go out; the others stay touched for later.
+        """
+        interval = self.ctx.forming_interval_ns
         parts: list[tuple[int, _Bars]] = []
+        held: dict[int, list[np.ndarray]] = {}
         for tf, keys in self._touched.items():
             bars = self._open_bars[tf]
-            still_open = np.isin(_pack(bars.symbol, bars.ts), np.concatenate(keys))
+            packed = _pack(bars.symbol, bars.ts)
+            still_open = np.isin(packed, np.concatenate(keys))
+            if interval > 0:
+                still_open = self._throttle(tf, packed, still_open, held)
             if still_open.any():
                 parts.append((tf, bars.take(still_open)))
-        self._touched.clear()
+        self._touched = held
         return [("bars", self._bars_batch(parts, BAR_FORMING))] if parts else []
+
+    def _throttle(self, tf: int, packed: np.ndarray, due: np.ndarray, held: dict[int, list[np.ndarray]]) -> np.ndarray:
+        """Of the open bars ``due`` a forming row (mask over ``packed``, the sorted keys of
+        the open bars), those whose last one is >= ``forming_interval_ns`` old; records them.
+
+        Bars held back go to ``held[tf]``; forgotten keys (bars confirmed since) are dropped.
+        """
+        wm, interval = self._watermark, self.ctx.forming_interval_ns
+        keys, last = self._formed.get(tf, (np.empty(0, np.int64), np.empty(0, np.int64)))
+        known = np.isin(keys, packed)  # keys of bars confirmed since are forgotten
+        keys, last = keys[known], last[known]
+        previous = np.full(len(packed), _NO_WATERMARK, dtype=np.int64)
+        if len(keys):
+            position = np.minimum(np.searchsorted(keys, packed), len(keys) - 1)
+            hit = keys[position] == packed
+            previous[hit] = last[position[hit]]
+        ready = due & ((previous == _NO_WATERMARK) | (previous <= wm - interval))
+        waiting = due & ~ready
+        if waiting.any():
+            held[tf] = [packed[waiting]]
+        previous[ready] = wm
+        stamped = previous != _NO_WATERMARK
+        self._formed[tf] = (packed[stamped], previous[stamped])
+        return ready
 
     # ------------------------------------------------------------------ internals
     def _valid_trades(self, trades: pa.RecordBatch) -> tuple[_Trades, list[dict[str, Any]]]:
@@ -511,51 +573,52 @@ class BarEngine(Operator):
             return ticks, []
         return ticks.take(valid), self._invalid_rows(trades, np.flatnonzero(~valid))
 
-    def _apply_intraday(self, ticks: _Trades, late: dict[int, np.ndarray], touched: list) -> None:
+    def _apply_intraday(self, ticks: _Trades, touched: list, late_bars: list) -> None:
         """Reduce sorted trades to intraday bars, finest timeframe first, and merge them.
 
-        Each coarser timeframe is reduced from the finer one's bars before late
-        filtering, so a trade late for ``1s`` still reaches ``1m``. Late masks go to
-        ``late``, merged bars to ``touched``.
+        Each coarser timeframe is reduced from the finer one's bars. Merged open bars go
+        to ``touched``; bars already confirmed (end <= watermark; only late trades under
+        ``amend`` reach them) go to ``late_bars``.
         """
         if not self._intraday:
             return
         wm = self._watermark
-        finest = self._intraday[0][1]
-        maybe_late = wm != _NO_WATERMARK and int(ticks.ts.min()) < wm // finest * finest
+        maybe_late = wm != _NO_WATERMARK and int(ticks.ts.min()) < wm
         cols = _Columns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
         keys, key_ts = ticks.symbol, ticks.ts
         levels = []
         for tf, tf_ns in self._intraday:
             bar_ts = key_ts // tf_ns * tf_ns
             bars = _reduce(cols, keys, bar_ts, _group_starts(keys, bar_ts))
-            levels.append((tf, tf_ns, bars._replace(end=bars.ts + tf_ns)))
+            levels.append((tf, bars._replace(end=bars.ts + tf_ns)))
             cols, keys, key_ts = _Columns.of_bars(bars), bars.symbol, bars.ts
-        for tf, tf_ns, bars in levels:  # merged only now: merging consumes the bars
+        for tf, bars in levels:  # merged only now: merging consumes the bars
             if maybe_late:
-                late_ticks = ticks.ts < wm // tf_ns * tf_ns  # <=> bar end <= wm
-                if late_ticks.any():
-                    late[tf] = late_ticks
-                    bars = bars.take(bars.end > wm)
+                bars = self._split_confirmed(tf, bars, late_bars)
             self._merge_into(tf, bars, touched)
 
-    def _apply_daily(self, ticks: _Trades, late: dict[int, np.ndarray], touched: list) -> None:
-        """Reduce sorted in-session trades to ``1d`` bars and merge them."""
+    def _apply_daily(self, ticks: _Trades, touched: list, late_bars: list) -> None:
+        """Reduce sorted in-session trades to ``1d`` bars and merge them (see :meth:`_apply_intraday`)."""
         opens, closes, keep = self._sessions_of(ticks.symbol, ticks.ts)
         self._counts["outside_session"] += len(keep) - int(np.count_nonzero(keep))
-        if self._watermark != _NO_WATERMARK:
-            late_ticks = keep & (closes <= self._watermark)
-            if late_ticks.any():
-                late[self._daily] = late_ticks
-                keep = keep & ~late_ticks
         if not keep.all():
             if not keep.any():
                 return
             ticks, opens, closes = ticks.take(keep), opens[keep], closes[keep]
         starts = _group_starts(ticks.symbol, opens)
         cols = _Columns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
-        bars = _reduce(cols, ticks.symbol, opens, starts)
-        self._merge_into(self._daily, bars._replace(end=closes[starts]), touched)
+        bars = _reduce(cols, ticks.symbol, opens, starts)._replace(end=closes[starts])
+        if self._watermark != _NO_WATERMARK:
+            bars = self._split_confirmed(self._daily, bars, late_bars)
+        self._merge_into(self._daily, bars, touched)
+
+    def _split_confirmed(self, tf: int, bars: _Bars, late_bars: list) -> _Bars:
+        """The bars still open; those already confirmed (end <= watermark) go to ``late_bars``."""
+        confirmed = bars.end <= self._watermark
+        if not confirmed.any():
+            return bars
+        late_bars.append((tf, bars.take(confirmed)))
+        return bars.take(~confirmed)
 
     def _sessions_of(self, symbol: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Session open, close (int64 ns UTC) and in-session mask of each trade."""
@@ -580,12 +643,15 @@ class BarEngine(Operator):
     def _confirm(self, watermark: int) -> list[Emit]:
         """Emit and drop every open bar with end ``<= watermark``."""
         done: list[tuple[int, _Bars]] = []
+        amend = self.ctx.late_policy == "amend"
         for tf, bars in self._open_bars.items():
             ended = bars.end <= watermark
             if ended.any():
                 done.append((tf, bars.take(ended)))
                 self._open_bars[tf] = bars.take(~ended)
                 np.add.at(self._confirmed[:, tf], bars.symbol[ended], 1)
+                if amend:
+                    self._keep_final(tf, done[-1][1])
         return [("bars", self._bars_batch(done, BAR_CONFIRMED))] if done else []
 
     def _bars_batch(self, parts: list[tuple[int, _Bars]], status: str) -> pa.RecordBatch:
@@ -620,23 +686,41 @@ class BarEngine(Operator):
         ]
         return pa.RecordBatch.from_arrays(columns, schema=BAR)
 
-    def _late_rows(self, trades: pa.RecordBatch, ticks: _Trades, late: dict[int, np.ndarray]) -> list[dict]:
-        """Quarantine rows (reason ``late``) for trades late in some timeframe; counts them.
+    # ------------------------------------------------------------------ late trades
+    def _late_ticks(self, trades: pa.RecordBatch, ticks: _Trades) -> tuple[_Trades, list[dict[str, Any]]]:
+        """Apply the late policy to trades with ``ts`` < the watermark.
 
-        One row per trade, naming every timeframe it was late for. This is the place
-        for a future ``amend`` policy (update the confirmed bar, emit a correction).
+        Returns:
+            The trades to apply (all but the quarantined ones) and the quarantine rows:
+            every late trade under ``drop``; under ``amend`` those older than
+            ``watermark - amend_window_ms`` (their confirmed bars are no longer kept).
         """
-        positions = np.flatnonzero(np.logical_or.reduce(list(late.values())))
-        for tf, mask in late.items():
-            np.add.at(self._late[:, tf], ticks.symbol[mask], 1)
-        self._counts["late"] += len(positions)
+        wm = self._watermark
+        late = ticks.ts < wm
+        count = int(np.count_nonzero(late))
+        if not count:
+            return ticks, []
+        self._counts["late"] += count
+        if self.ctx.late_policy == "amend":
+            horizon = wm - self.params.amend_window_ms * 1_000_000
+            late &= ticks.ts < horizon
+            if not late.any():
+                return ticks, []
+            why = (
+                f"older than the watermark minus amend_window_ms {self.params.amend_window_ms} "
+                f"({_iso(horizon)}); its confirmed bars are no longer kept, so it cannot amend them"
+            )
+        else:
+            why = "late_policy drop"
+        return ticks.take(~late), self._late_rows(trades, ticks, np.flatnonzero(late), why)
+
+    def _late_rows(self, trades: pa.RecordBatch, ticks: _Trades, positions: np.ndarray, why: str) -> list[dict]:
+        """Quarantine rows (reason ``late``) for the trades at ``positions``; counts them."""
+        self._counts["late_quarantined"] += len(positions)
         watermark = f"{_iso(self._watermark)} ({self._watermark})"
         raws = trades.take(pa.array(ticks.row[positions])).to_pylist()
         rows = []
         for position, raw in zip(positions, raws):
-            late_tfs = ", ".join(
-                TIMEFRAMES[tf] for tf in self._timeframes if tf in late and late[tf][position]
-            )
             name, tick_ts = self._symbols[ticks.symbol[position]], int(ticks.ts[position])
             rows.append(
                 {
@@ -646,13 +730,62 @@ class BarEngine(Operator):
                     "ts": tick_ts,
                     "reason": "late",
                     "detail": (
-                        f"late trade {name} ts={_iso(tick_ts)} ({tick_ts}): its {late_tfs} bar(s) ended "
-                        f"at or before watermark {watermark} and were already confirmed; not applied to them"
+                        f"late trade {name} ts={_iso(tick_ts)} ({tick_ts}) is older than the watermark "
+                        f"{watermark}; {why}: not applied to any bar"
                     ),
                     "raw": json.dumps(raw, sort_keys=True),
                 }
             )
         return rows
+
+    def _keep_final(self, tf: int, bars: _Bars) -> None:
+        """Amend: keep just-confirmed ``bars`` (sorted, new keys) for later corrections."""
+        chunks = self._final_chunks[tf]
+        chunks.append(bars)
+        if len(chunks) >= _CONSOLIDATE_CHUNKS:
+            self._consolidate(tf)
+
+    def _consolidate(self, tf: int) -> _Bars:
+        """Merge the kept chunks of ``tf`` into one sorted _Bars, dropping bars that ended
+        before ``watermark - amend_window_ms`` (no late trade accepted for amending can reach them)."""
+        parts = [self._final[tf], *self._final_chunks[tf]]
+        self._final_chunks[tf] = []
+        merged = _Bars(*(np.concatenate(columns) for columns in zip(*parts)))
+        if self._watermark not in (_NO_WATERMARK, _END_OF_STREAM):
+            keep = merged.end > self._watermark - self.params.amend_window_ms * 1_000_000
+            if not keep.all():
+                merged = merged.take(keep)
+        order = np.argsort(_pack(merged.symbol, merged.ts), kind="stable")
+        self._final[tf] = merged.take(order)
+        return self._final[tf]
+
+    def _amend(self, late_bars: list[tuple[int, _Bars]]) -> list[Emit]:
+        """Merge partial bars of late trades into the kept confirmed bars; emit the results.
+
+        Returns:
+            ``bars`` batches: ``corrected`` rows for bars that were confirmed before, and
+            ``confirmed`` rows for bars the watermark passed while they had no trades.
+        """
+        corrected: list[tuple[int, _Bars]] = []
+        first: list[tuple[int, _Bars]] = []
+        for tf, bars in late_bars:
+            kept = self._consolidate(tf) if self._final_chunks[tf] else self._final[tf]
+            kept_keys, keys = _pack(kept.symbol, kept.ts), _pack(bars.symbol, bars.ts)
+            position = np.minimum(np.searchsorted(kept_keys, keys), max(len(kept_keys) - 1, 0))
+            known = (kept_keys[position] == keys) if len(kept_keys) else np.zeros(len(keys), dtype=bool)
+            self._final[tf], merged = _merge(kept, bars)
+            if known.any():
+                corrected.append((tf, merged.take(known)))
+                np.add.at(self._corrected[:, tf], merged.symbol[known], 1)
+            if not known.all():
+                first.append((tf, merged.take(~known)))
+                np.add.at(self._confirmed[:, tf], merged.symbol[~known], 1)
+        emits: list[Emit] = []
+        if first:
+            emits.append(("bars", self._bars_batch(first, BAR_CONFIRMED)))
+        if corrected:
+            emits.append(("bars", self._bars_batch(corrected, BAR_CORRECTED)))
+        return emits
 
     def _invalid_rows(self, trades: pa.RecordBatch, positions: np.ndarray) -> list[dict[str, Any]]:
         """Quarantine rows (reason ``invalid_trade``) for malformed trades; counts them."""
@@ -682,12 +815,12 @@ class BarEngine(Operator):
 
         Returns:
             ``trades`` and ``quotes`` (rows seen), ``invalid`` (malformed trades),
-            ``behind_watermark`` (valid trades with ts < the last watermark: applied
-            to every bar still open), ``late`` (those of them that hit an already
-            confirmed bar: one quarantine row each), ``outside_session``
-            (trades outside their ``1d`` session; 0 without ``1d``) as ints;
-            ``late_by_timeframe`` (non-zero only) and ``bars_confirmed`` as
-            ``{"SYMBOL": {"1m": n, ...}}`` over the configured timeframes.
+            ``late`` (valid trades with ts < the watermark), ``late_quarantined``
+            (those of them not applied: every late trade under ``drop``, those beyond
+            the amend window under ``amend``; one quarantine row each),
+            ``outside_session`` (trades outside their ``1d`` session; 0 without
+            ``1d``) as ints; ``bars_confirmed`` and ``bars_corrected`` (non-zero only)
+            as ``{"SYMBOL": {"1m": n, ...}}`` over the configured timeframes.
         """
 
         def per_symbol(counts: np.ndarray, keep_zero: bool) -> dict[str, dict[str, int]]:
@@ -701,12 +834,12 @@ class BarEngine(Operator):
 
         return {
             **self._counts,
-            "late_by_timeframe": per_symbol(self._late, keep_zero=False),
             "bars_confirmed": per_symbol(self._confirmed, keep_zero=True),
+            "bars_corrected": per_symbol(self._corrected, keep_zero=False),
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The full state, picklable: open bars, symbols, watermark, counters."""
+        """The full state, picklable: open and kept confirmed bars, symbols, watermark, counters."""
         return {
             "version": _SNAPSHOT_VERSION,
             "timeframes": [TIMEFRAMES[tf] for tf in self._timeframes],
@@ -717,9 +850,14 @@ class BarEngine(Operator):
                 for tf, bars in self._open_bars.items()
             },
             "touched": {TIMEFRAMES[tf]: [k.copy() for k in keys] for tf, keys in self._touched.items()},
+            "final": {
+                TIMEFRAMES[tf]: {name: column.copy() for name, column in self._consolidate(tf)._asdict().items()}
+                for tf in self._timeframes
+            },
+            "formed": {TIMEFRAMES[tf]: (k.copy(), t.copy()) for tf, (k, t) in self._formed.items()},
             "counts": dict(self._counts),
             "confirmed": self._confirmed.copy(),
-            "late": self._late.copy(),
+            "corrected": self._corrected.copy(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -743,6 +881,10 @@ class BarEngine(Operator):
             for tf, columns in state["open_bars"].items()
         }
         self._touched = {_TF_INDEX[tf]: [k.copy() for k in keys] for tf, keys in state["touched"].items()}
+        self._final = {
+            _TF_INDEX[tf]: _Bars(**{k: v.copy() for k, v in columns.items()}) for tf, columns in state["final"].items()
+        }
+        self._formed = {_TF_INDEX[tf]: (k.copy(), t.copy()) for tf, (k, t) in state["formed"].items()}
         self._counts = dict(state["counts"])
         self._confirmed = state["confirmed"].copy()
-        self._late = state["late"].copy()
+        self._corrected = state["corrected"].copy()

@@ -1,7 +1,9 @@
 """FileReplay: replay tick files (canonical, LOBSTER, Tardis) as one event-time ordered stream.
 
 Each file is read in chunks by its format reader (``actors/tick_formats.py``) and the
-files are k-way merged, so memory stays bounded whatever the file sizes.
+files are k-way merged by :class:`TickMerge`, so memory stays bounded whatever the file
+sizes. The paced ``replay`` kind (``actors/replayer.py``) reuses the same file specs and
+the same merge.
 
 Merge order: every row gets a merge key, the running max of ``ts`` within its file, so a
 file's own row order is always kept (an out-of-order row replays where the file put it,
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,8 +34,22 @@ from graph.operator import Emit, OperatorContext, Source, Watermark
 from graph.operator import Params as BaseParams
 from graph.params import InputFile
 from graph.schemas import QUARANTINE, TICK, empty_batch
+from graph.watermarks import WatermarkGenerator
 
-__all__ = ["FileReplay", "CanonicalFile", "LobsterFiles", "TardisTradesFile", "TardisQuotesFile", "FileSpec"]
+__all__ = [
+    "FileReplay",
+    "CanonicalFile",
+    "LobsterFiles",
+    "TardisTradesFile",
+    "TardisQuotesFile",
+    "FileSpec",
+    "TickMerge",
+    "TickFilter",
+    "symbol_filter",
+    "new_stats",
+    "input_keys",
+    "take_rows",
+]
 
 
 class CanonicalFile(BaseParams):
@@ -170,8 +186,13 @@ FileSpec = Annotated[CanonicalFile | LobsterFiles | TardisTradesFile | TardisQuo
 _COUNTERS = ("rows_read", "ticks", "quarantined", "filtered")
 
 
+def new_stats(format_name: str) -> dict[str, Any]:
+    """Zeroed per-input counters: ``format``, ``slow_path`` and every name in ``_COUNTERS``."""
+    return {"format": format_name, "slow_path": False, **dict.fromkeys(_COUNTERS, 0)}
+
+
 class _Feed:
-    """One file in the merge: its reader and the ticks read but not yet emitted."""
+    """One input in the merge: its reader and the ticks read but not yet emitted."""
 
     def __init__(self, index: int, chunks: Iterator[formats.TickChunk]) -> None:
         self.index, self.chunks = index, chunks
@@ -192,13 +213,132 @@ class _Feed:
         return head
 
 
+#: A filter applied to each chunk of ticks as read: TICK batch -> bool mask of rows to keep
+#: (numpy, shape (n,)), or None to keep all. Rows not kept are counted as ``filtered``.
+TickFilter = Callable[[pa.RecordBatch], "np.ndarray | None"]
+
+
+class TickMerge:
+    """K-way event-time merge of tick readers, in the order of the module docstring.
+
+    Shared by :class:`FileReplay` and the paced replayer (``actors/replayer.py``).
+    Iterating yields, in stream order, ``("quarantine", batch, None)`` for rejected rows
+    as their reader finds them, and ``("ticks", batch, keys)`` for merged ticks: a TICK
+    batch of any size and its merge keys (int64 ns, the running max of ``ts`` within the
+    tick's input; non-decreasing across everything yielded).
+
+    Args:
+        readers: one iterator of :class:`~actors.tick_formats.TickChunk` per input, in
+            input order (ties in merge key go to the earlier input).
+        stats: one counter dict per input (:func:`new_stats`), updated in place:
+            ``rows_read``, ``ticks`` (read and kept), ``quarantined``, ``filtered``, ``slow_path``.
+        keep: optional :data:`TickFilter` (symbols, time range).
+    """
+
+    def __init__(
+        self,
+        readers: list[Iterator[formats.TickChunk]],
+        stats: list[dict[str, Any]],
+        keep: TickFilter | None = None,
+    ) -> None:
+        self._readers = readers
+        self._stats = stats
+        self._keep = keep
+        self._feeds: list[_Feed] = []
+
+    def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch, np.ndarray | None]]:
+        self._feeds = [_Feed(i, reader) for i, reader in enumerate(self._readers)]
+        while True:
+            for feed in self._feeds:
+                yield from self._refill(feed)
+            merged = self._merge_step()
+            if merged is None:
+                return
+            yield "ticks", merged[0], merged[1]
+
+    def _refill(self, feed: _Feed) -> Iterator[tuple[str, pa.RecordBatch, None]]:
+        """Read chunks into an empty feed until it has ticks or its input ends."""
+        stats = self._stats[feed.index]
+        while not feed.done and not feed.keys.size:
+            chunk = next(feed.chunks, None)
+            if chunk is None:
+                feed.done = True
+                return
+            ticks = chunk.ticks
+            stats["rows_read"] += chunk.rows_read
+            stats["slow_path"] |= chunk.slow_path
+            if chunk.quarantine is not None and chunk.quarantine.num_rows:
+                stats["quarantined"] += chunk.quarantine.num_rows
+                yield "quarantine", chunk.quarantine, None
+            if self._keep is not None and ticks.num_rows:
+                mask = self._keep(ticks)
+                if mask is not None and not mask.all():
+                    kept = ticks.filter(pa.array(mask))
+                    stats["filtered"] += ticks.num_rows - kept.num_rows
+                    ticks = kept
+            stats["ticks"] += ticks.num_rows
+            if ticks.num_rows:
+                feed.push(ticks)
+
+    def _merge_step(self) -> tuple[pa.RecordBatch, np.ndarray] | None:
+        """Every pending tick that no unread row can precede; None when all is emitted.
+
+        ``bound`` is the smallest last key among inputs still being read: their unread rows
+        have keys >= it. Keys < bound are safe; key == bound is safe for an input unless an
+        earlier input still being read also sits at ``bound``. The first input at ``bound``
+        always empties, so every step makes progress.
+        """
+        last = [int(f.keys[-1]) for f in self._feeds if not f.done]  # refilled: none is empty
+        bound = min(last, default=None)
+        at_bound = [f.index for f in self._feeds if not f.done and int(f.keys[-1]) == bound]
+        parts = []
+        for feed in self._feeds:
+            if not feed.keys.size:
+                continue
+            if bound is None:
+                count = feed.keys.size
+            else:
+                blocked = at_bound[0] < feed.index
+                count = int(np.searchsorted(feed.keys, bound, side="left" if blocked else "right"))
+            if count:
+                parts.append(feed.pop(count))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        keys = np.concatenate([k for _, k in parts])
+        order = np.argsort(keys, kind="stable")  # parts are in input order: ties keep input, then row order
+        table = pa.Table.from_batches([b for b, _ in parts]).combine_chunks()
+        return table.take(pa.array(order)).to_batches()[0], keys[order]
+
+    def close(self) -> None:
+        """Close every open reader (idempotent)."""
+        for feed in self._feeds:
+            close = getattr(feed.chunks, "close", None)
+            if close is not None:
+                close()
+        self._feeds = []
+
+
+def symbol_filter(symbols: list[str] | None) -> TickFilter | None:
+    """A :data:`TickFilter` keeping only ``symbols`` (None: no filter)."""
+    if symbols is None:
+        return None
+    value_set = pa.array(symbols, pa.string())
+    return lambda ticks: pc.is_in(ticks.column("symbol"), value_set=value_set).to_numpy(zero_copy_only=False)
+
+
 class FileReplay(Source):
-    """Replay tick files as one stream of TICK batches in event-time order.
+    """Replay tick files as one stream of TICK batches in event-time order, as fast as possible.
 
     Outputs:
-        ticks: TICK batches of at most ``batch_rows`` rows, each followed by
-            ``Watermark(max ts emitted so far)``.
+        ticks: TICK batches of at most ``batch_rows`` rows, each followed by a
+            ``Watermark``: the largest ``ts`` emitted so far minus the graph's
+            ``event_time.allowed_lateness_ms`` (exact with the default 0).
         quarantine: QUARANTINE rows (malformed input), emitted as they are found.
+
+    For pacing (``speed``), time filters, pause/resume and job bookkeeping use the
+    ``replay`` kind (:class:`actors.replayer.Replayer`), which reads the same files.
     """
 
     class Params(BaseParams):
@@ -219,14 +359,9 @@ class FileReplay(Source):
     def __init__(self, params: FileReplay.Params, ctx: OperatorContext, block_bytes: int = formats.BLOCK_BYTES) -> None:
         super().__init__(params, ctx)
         self.block_bytes = block_bytes
-        self._feeds: list[_Feed] = []
-        keys = [spec.source for spec in params.files]
-        self._keys = [key if keys.count(key) == 1 else f"{key} (files[{i}])" for i, key in enumerate(keys)]
-        self._stats = {
-            key: {"format": spec.format, "slow_path": False, **dict.fromkeys(_COUNTERS, 0)}
-            for key, spec in zip(self._keys, params.files)
-        }
-        self._symbols = pa.array(params.symbols, pa.string()) if params.symbols is not None else None
+        self._keys = input_keys([spec.source for spec in params.files])
+        self._stats = {key: new_stats(spec.format) for key, spec in zip(self._keys, params.files)}
+        self._merge: TickMerge | None = None
         self._emitted = 0
 
     def events(self) -> Iterator[Emit | Watermark]:
@@ -236,87 +371,30 @@ class FileReplay(Source):
             FileNotFoundError: a file vanished after validation.
             ValueError: a file's content contradicts its format (e.g. LOBSTER row counts differ).
         """
-        self._feeds = [_Feed(i, spec.read(self.block_bytes)) for i, spec in enumerate(self.params.files)]
+        readers = [spec.read(self.block_bytes) for spec in self.params.files]
+        self._merge = TickMerge(readers, list(self._stats.values()), symbol_filter(self.params.symbols))
+        watermarks = WatermarkGenerator("replay", allowed_lateness_ns=self.ctx.allowed_lateness_ns)
         pending: list[pa.RecordBatch] = []
-        pending_rows, watermark, limit = 0, None, self.params.batch_rows
-        while True:
-            for feed in self._feeds:
-                yield from self._refill(feed)
-            merged = self._merge_step()
+        pending_rows, limit = 0, self.params.batch_rows
+        for stream, merged, _ in _chain(self._merge, ("end", None, None)):
+            if stream == "quarantine":
+                yield stream, merged
+                continue
             if merged is not None:
                 pending.append(merged)
                 pending_rows += merged.num_rows
             while pending_rows >= limit or (merged is None and pending_rows):
-                batch, pending = _take(pending, min(limit, pending_rows))
+                batch, pending = take_rows(pending, min(limit, pending_rows))
                 pending_rows -= batch.num_rows
                 self._emitted += batch.num_rows
-                top = pc.max(batch.column("ts")).as_py()
-                watermark = top if watermark is None else max(watermark, top)
+                watermarks.observe(pc.max(batch.column("ts")).as_py())
                 yield "ticks", batch
-                yield Watermark(watermark)
-            if merged is None:
-                return
-
-    def _refill(self, feed: _Feed) -> Iterator[Emit]:
-        """Read chunks into an empty feed until it has ticks or its file ends."""
-        stats = self._stats[self._keys[feed.index]]
-        while not feed.done and not feed.keys.size:
-            chunk = next(feed.chunks, None)
-            if chunk is None:
-                feed.done = True
-                return
-            ticks = chunk.ticks
-            stats["rows_read"] += chunk.rows_read
-            stats["slow_path"] |= chunk.slow_path
-            if chunk.quarantine is not None and chunk.quarantine.num_rows:
-                stats["quarantined"] += chunk.quarantine.num_rows
-                yield "quarantine", chunk.quarantine
-            if self._symbols is not None and ticks.num_rows:
-                kept = ticks.filter(pc.is_in(ticks.column("symbol"), value_set=self._symbols))
-                stats["filtered"] += ticks.num_rows - kept.num_rows
-                ticks = kept
-            stats["ticks"] += ticks.num_rows
-            if ticks.num_rows:
-                feed.push(ticks)
-
-    def _merge_step(self) -> pa.RecordBatch | None:
-        """Emit every pending tick that no unread row can precede; None when all is emitted.
-
-        ``bound`` is the smallest last key among files still being read: their unread rows
-        have keys >= it. Keys < bound are safe; key == bound is safe for a file unless an
-        earlier file still being read also sits at ``bound``. The first file at ``bound``
-        always empties, so every step makes progress.
-        """
-        last = [int(f.keys[-1]) for f in self._feeds if not f.done]  # refilled: none is empty
-        bound = min(last, default=None)
-        at_bound = [f.index for f in self._feeds if not f.done and int(f.keys[-1]) == bound]
-        parts = []
-        for feed in self._feeds:
-            if not feed.keys.size:
-                continue
-            if bound is None:
-                count = feed.keys.size
-            else:
-                blocked = at_bound[0] < feed.index
-                count = int(np.searchsorted(feed.keys, bound, side="left" if blocked else "right"))
-            if count:
-                parts.append(feed.pop(count))
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0][0]
-        keys = np.concatenate([k for _, k in parts])
-        order = np.argsort(keys, kind="stable")  # parts are in file order: ties keep file, then row order
-        table = pa.Table.from_batches([b for b, _ in parts]).combine_chunks()
-        return table.take(pa.array(order)).to_batches()[0]
+                yield Watermark(watermarks.current())
 
     def close(self) -> None:
         """Close every open file reader."""
-        for feed in self._feeds:
-            close = getattr(feed.chunks, "close", None)
-            if close is not None:
-                close()
-        self._feeds = []
+        if self._merge is not None:
+            self._merge.close()
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the run summary.
@@ -332,7 +410,17 @@ class FileReplay(Source):
         return {**totals, "files": {key: dict(stats) for key, stats in self._stats.items()}}
 
 
-def _take(batches: list[pa.RecordBatch], count: int) -> tuple[pa.RecordBatch, list[pa.RecordBatch]]:
+def input_keys(sources: list[str]) -> list[str]:
+    """Metrics keys of inputs: their path, suffixed `` (files[i])`` where a path repeats."""
+    return [key if sources.count(key) == 1 else f"{key} (files[{i}])" for i, key in enumerate(sources)]
+
+
+def _chain(first: Iterator, last: tuple) -> Iterator:
+    yield from first
+    yield last
+
+
+def take_rows(batches: list[pa.RecordBatch], count: int) -> tuple[pa.RecordBatch, list[pa.RecordBatch]]:
     """The first ``count`` rows of ``batches`` as one batch, and the rest."""
     first = batches[0]
     if first.num_rows >= count:

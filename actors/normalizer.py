@@ -16,8 +16,18 @@ reason                    rule
 ``bad_quote``             quote (``price`` null): bid or ask present but NaN, +-inf or
                           <= 0, or neither bid nor ask present
 ``crossed_quote``         quote: bid > ask (a locked quote, bid == ask, is accepted)
+``late``                  late policy ``drop`` only: ``ts`` < the watermark (a late tick)
 ``duplicate``             a replay of an already accepted (provider, symbol, kind, seq)
 ========================  ===============================================================
+
+Late ticks: the normalizer is where the graph's ``event_time.late_policy`` ``drop``
+happens, so that every tick read is accounted for at one node (ticks read = accepted +
+quarantined, the run summary's identity). A tick older than the watermark (which already
+lags the newest event time by ``allowed_lateness_ms``) is quarantined with reason
+``late``, whatever its kind, and reaches no bar, signal or sink. Under ``amend`` late
+ticks are accepted (counted as ``late_accepted``) and the bar engine corrects the
+confirmed bars they change. The bar engine applies the same rule for graphs without a
+normalizer; behind a normalizer it never sees a late tick under ``drop``.
 
 De-duplication is by source sequence number, never by content: LOBSTER's AMZN sample
 has 48 legitimate hidden executions identical in time, size and price, and all of them
@@ -26,9 +36,9 @@ are real trades. A duplicate is a tick whose key ``(provider, symbol, kind, seq)
 batch or an earlier one. To bound memory the normalizer forgets a key once the
 watermark passes its tick: on ``on_watermark(w)`` every remembered key whose ``ts < w``
 is dropped. A replay arriving after that is by definition a *late tick* (the source
-promised no more ticks older than ``w``); it is accepted here and caught downstream by
-the bar engine's late-tick policy. Only accepted ticks are remembered, so a corrected
-resend of a rejected tick is not mistaken for a duplicate.
+promised no more ticks older than ``w``): quarantined as ``late`` under ``drop``; under
+``amend`` accepted and applied as a correction. Only accepted ticks are remembered, so a
+corrected resend of a rejected tick is not mistaken for a duplicate.
 
 The good path is vectorized (pyarrow.compute and numpy); Python runs per row only to
 format the quarantine rows of rejected ticks.
@@ -37,6 +47,7 @@ format the quarantine rows of rejected ticks.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,9 +66,10 @@ REASONS: tuple[str, ...] = (
     "bad_size",
     "bad_quote",
     "crossed_quote",
+    "late",
     "duplicate",
 )
-_UNKNOWN_SYMBOL, _BAD_PRICE, _BAD_SIZE, _BAD_QUOTE, _CROSSED_QUOTE, _DUPLICATE = range(1, 7)
+_UNKNOWN_SYMBOL, _BAD_PRICE, _BAD_SIZE, _BAD_QUOTE, _CROSSED_QUOTE, _LATE, _DUPLICATE = range(1, 8)
 _TRADE, _QUOTE = "trade", "quote"
 _SYMBOLS_SHOWN = 5  # how many configured symbols an unknown_symbol detail lists
 
@@ -150,7 +162,9 @@ class Normalizer(Operator):
         self._seen: dict[tuple[str, str, str], _SeenSeqs] = {}
         self._received = 0
         self._accepted = 0
+        self._late_accepted = 0
         self._quarantined = dict.fromkeys(REASONS, 0)
+        self._watermark: int | None = None
 
     # -- operator hooks ----------------------------------------------------------------
 
@@ -181,6 +195,8 @@ class Normalizer(Operator):
         emits: list[Emit] = []
         accepted = int(ok.sum())
         self._accepted += accepted
+        if self._watermark is not None and self.ctx.late_policy == "amend":
+            self._late_accepted += int(np.count_nonzero(ok & (batch["ts"].to_numpy() < self._watermark)))
         if accepted == n:
             emits.append(("ticks", batch))
         elif accepted:
@@ -190,7 +206,10 @@ class Normalizer(Operator):
         return emits
 
     def on_watermark(self, ts: int) -> list[Emit]:
-        """Forget de-duplication keys of ticks with ``ts`` < the watermark (int64 ns UTC)."""
+        """Record the watermark (int64 ns UTC): later ticks older than it are late; forget
+        de-duplication keys of ticks with ``ts`` < it."""
+        if self._watermark is None or ts > self._watermark:
+            self._watermark = int(ts)
         for key in list(self._seen):
             seen = self._seen[key]
             seen.forget_before(ts)
@@ -200,11 +219,13 @@ class Normalizer(Operator):
 
     def metrics(self) -> dict[str, Any]:
         """Counters: ``received``, ``accepted`` (rows), ``quarantined`` ({reason: rows}),
-        ``dedup_keys`` (keys currently remembered)."""
+        ``late_accepted`` (late ticks accepted under ``amend``), ``dedup_keys`` (keys
+        currently remembered). ``received == accepted + sum(quarantined.values())``."""
         return {
             "received": self._received,
             "accepted": self._accepted,
             "quarantined": dict(self._quarantined),
+            "late_accepted": self._late_accepted,
             "dedup_keys": sum(len(seen) for seen in self._seen.values()),
         }
 
@@ -214,7 +235,9 @@ class Normalizer(Operator):
             "seen": {key: list(seen.runs) for key, seen in self._seen.items()},
             "received": self._received,
             "accepted": self._accepted,
+            "late_accepted": self._late_accepted,
             "quarantined": dict(self._quarantined),
+            "watermark": self._watermark,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -222,7 +245,9 @@ class Normalizer(Operator):
         self._seen = {key: _SeenSeqs(list(runs)) for key, runs in state["seen"].items()}
         self._received = state["received"]
         self._accepted = state["accepted"]
-        self._quarantined = dict(state["quarantined"])
+        self._late_accepted = state.get("late_accepted", 0)
+        self._quarantined = {**dict.fromkeys(REASONS, 0), **state["quarantined"]}
+        self._watermark = state.get("watermark")
 
     # -- internals ---------------------------------------------------------------------
 
@@ -248,7 +273,8 @@ class Normalizer(Operator):
                 f"unexpected columns: {extra or 'none'})"
             )
         try:
-            return batch.select(TICK.names).cast(TICK)
+            # keep the batch's schema metadata (e.g. a replayer's ``tickgraph.replay_run_id``)
+            return batch.select(TICK.names).cast(TICK).replace_schema_metadata(batch.schema.metadata)
         except (
             ValueError,
             pa.ArrowNotImplementedError,
@@ -285,12 +311,19 @@ class Normalizer(Operator):
                     ),
                 ),
                 (_CROSSED_QUOTE, is_quote & bid_present & ask_present & (bid > ask)),
+                (_LATE, self._late(batch)),
             ]
         reason = np.zeros(n, dtype=np.int8)
         for code, failed in reversed(checks):  # earlier checks overwrite later ones
             if failed is not None:
                 reason[failed] = code
         return reason
+
+    def _late(self, batch: pa.RecordBatch) -> np.ndarray | None:
+        """Late policy ``drop``: rows with ``ts`` < the watermark; None if nothing can be late."""
+        if self._watermark is None or self.ctx.late_policy != "drop":
+            return None
+        return batch["ts"].to_numpy() < self._watermark
 
     def _unknown_symbol(self, batch: pa.RecordBatch) -> np.ndarray | None:
         if self._symbols is None:
@@ -376,6 +409,11 @@ class Normalizer(Operator):
             return f"{field} {_show(value)} must be a finite number > 0"
         if code == _CROSSED_QUOTE:
             return f"bid {_show(tick['bid'])} > ask {_show(tick['ask'])}: crossed quote (bid must be <= ask)"
+        if code == _LATE:
+            return (
+                f"ts {tick['ts']} ({_iso(tick['ts'])}) is older than the watermark {self._watermark} "
+                f"({_iso(self._watermark)}): late tick; late_policy drop: not applied"
+            )
         kind = _QUOTE if tick["price"] is None else _TRADE
         return (
             f"seq {tick['seq']} already seen for provider {tick['provider']!r}, "
@@ -394,6 +432,13 @@ def _to_bool(array: pa.Array) -> np.ndarray:
 
 def _absent_or_valid(value: float | None) -> bool:
     return value is None or (np.isfinite(value) and value > 0)
+
+
+def _iso(ts: int) -> str:
+    """``ts`` (int ns UTC) as ISO-8601 with nanoseconds, e.g. ``2012-06-21T13:30:00.5Z``."""
+    seconds, nanos = divmod(int(ts), 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
 
 
 def _show(value: float | None) -> str:

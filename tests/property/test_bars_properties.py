@@ -139,3 +139,51 @@ def test_shuffling_within_a_batch_never_changes_output(raw, rnd):
     a = run([ticks, ticks[:0]], [half, None])
     b = run([shuffled, shuffled[:0]], [half, None])
     assert len(a) == len(b) and all(x[0] == y[0] and x[1].equals(y[1]) for x, y in zip(a, b))
+
+
+def run_policy(batches: list[list[dict]], watermarks: list[int], policy: str) -> list:
+    """Like :func:`run`, with late policy ``policy``; watermarks may make ticks late."""
+    ctx = OperatorContext("bars", late_policy=policy)
+    engine = BarEngine(BarParams(sessions=SESSIONS, amend_window_ms=10 * 86_400_000), ctx)
+    emits = []
+    for rows, watermark in zip(batches, watermarks):
+        emits += engine.on_batch("ticks", to_batch(rows))
+        emits += engine.on_watermark(watermark)
+    return emits + engine.on_eof()
+
+
+def final(emits: list):
+    """The last confirmed-or-corrected row of every bar, sorted by key."""
+    table = pa.Table.from_batches([b for name, b in emits if name == "bars"], schema=BAR).to_pandas()
+    table = table[table["status"] != "forming"].drop_duplicates(KEY, keep="last")
+    return table.sort_values(KEY, ignore_index=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy, st.lists(st.integers(0, 80), max_size=6), st.randoms(use_true_random=False))
+def test_amend_ends_with_the_bars_of_all_trades_whatever_the_arrival_order(raw, cuts, rnd):
+    # watermarks run ahead of the data (max ts so far): every straggler is a late tick
+    ticks = make_ticks(raw)
+    rnd.shuffle(ticks)
+    bounds = sorted({0, len(ticks), *(min(c, len(ticks)) for c in cuts)})
+    batches = [ticks[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+    seen = np.maximum.accumulate([max(t["ts"] for t in b) for b in batches])
+    emits = run_policy(batches, [int(w) for w in seen], "amend")
+    assert not [name for name, _ in emits if name == "quarantine"]
+    assert_same_bars(final(emits), bars(run([ticks], [None])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades_strategy, st.lists(st.integers(0, 80), max_size=6), st.randoms(use_true_random=False))
+def test_drop_ends_with_the_bars_of_the_on_time_trades(raw, cuts, rnd):
+    ticks = make_ticks(raw)
+    rnd.shuffle(ticks)
+    bounds = sorted({0, len(ticks), *(min(c, len(ticks)) for c in cuts)})
+    batches = [ticks[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+    watermarks = [int(w) for w in np.maximum.accumulate([max(t["ts"] for t in b) for b in batches])]
+    on_time = [t for i, b in enumerate(batches) for t in b if i == 0 or t["ts"] >= watermarks[i - 1]]
+    emits = run_policy(batches, watermarks, "drop")
+    quarantined = [r["row"] for name, b in emits if name == "quarantine" for r in b.to_pylist()]
+    late_trades = [t["seq"] for t in ticks if t not in on_time and t["price"] is not None]
+    assert sorted(quarantined) == sorted(late_trades)
+    assert_same_bars(final(emits), bars(run([on_time], [None])))

@@ -96,7 +96,10 @@ def btc_ticks() -> pd.DataFrame:
 
 def to_batch(frame: pd.DataFrame) -> pa.RecordBatch:
     """A TICK RecordBatch of a frame with (a subset of) the TICK columns; missing ones are null."""
-    columns = {name: frame[name] if name in frame else pd.Series([None] * len(frame)) for name in TICK.names}
+    columns = {
+        name: frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        for name in TICK.names
+    }
     table = pa.Table.from_pandas(
         pd.DataFrame(columns).reset_index(drop=True), schema=TICK, preserve_index=False
     )
@@ -238,8 +241,8 @@ def test_reference_totals(real_run):
     metrics = bars.metrics()
     assert metrics["trades"] == 11_419 + 9_999
     assert metrics["quotes"] == (57_515 - 11_419) + 9_999
-    assert metrics["late"] == metrics["outside_session"] == metrics["invalid"] == 0
-    assert metrics["behind_watermark"] == 0  # exact replay watermarks
+    assert metrics["late"] == metrics["outside_session"] == metrics["invalid"] == 0  # exact replay watermarks
+    assert metrics["late_quarantined"] == 0 and metrics["bars_corrected"] == {}
     assert metrics["bars_confirmed"]["AMZN"]["1m"] == len(amzn_1m)
     assert metrics["bars_confirmed"]["BTCUSDT"]["1d"] == 1
 
@@ -349,7 +352,7 @@ def test_confirmation_happens_exactly_when_the_watermark_reaches_the_bar_end():
     assert [(r["ts"], r["open"], r["trade_count"]) for r in rows(bars.on_eof())] == [(t0 + 120 * S, 7.0, 1)]
     metrics = bars.metrics()
     assert metrics["bars_confirmed"] == {"X": {"1m": 3}}
-    assert metrics["late"] == 1 and metrics["behind_watermark"] == 1
+    assert metrics["late"] == metrics["late_quarantined"] == 1
 
 
 def test_eof_confirms_every_open_bar():
@@ -364,45 +367,111 @@ def test_eof_confirms_every_open_bar():
     assert bars.on_eof() == []
 
 
-def test_late_trade_is_quarantined_and_still_updates_longer_timeframes():
+def amending(**params) -> BarEngine:
+    return BarEngine(BarParams(**params), OperatorContext(node_id="bars", late_policy="amend"))
+
+
+def test_drop_policy_applies_a_late_trade_to_no_bar_even_where_its_bar_is_open():
     # time (min)   0         1         2         5
     # 1m bars      [-- b0 --)[-- b1 --)[-- b2 --) ...
     # 5m bars      [------------------ B0 ------------)
     # watermark               1:00 (b0 confirmed)
-    # late trade     0:30 -> late for 1m (b0 already confirmed), on time for 5m (B0 open)
+    # late trade     0:30 -> ts < watermark: quarantined, in neither b0 nor B0 (still open)
     t0 = _utc_ns("2024-01-02 10:00")
     bars = engine(timeframes=["1m", "5m"], emit_forming=False)
     bars.on_batch("ticks", batch(trade("X", t0, 10.0, seq=1), trade("X", t0 + 70 * S, 11.0, seq=2)))
     assert [r["timeframe"] for r in rows(bars.on_watermark(t0 + 60 * S))] == ["1m"]
     emits = bars.on_batch("ticks", batch(trade("X", t0 + 30 * S, 99.0, size=3.0, seq=7)))
     (late,) = rows(emits, "quarantine")
+    assert [name for name, _ in emits] == ["quarantine"]
     assert late["source"] == "bars/t/X" and late["row"] == 7 and late["reason"] == "late"
     assert late["symbol"] == "X" and late["ts"] == t0 + 30 * S
-    for text in ("X", "2024-01-02T10:00:30Z", "1m", "watermark 2024-01-02T10:01:00Z"):
+    for text in ("X", "2024-01-02T10:00:30Z", "older than the watermark 2024-01-02T10:01:00Z", "late_policy drop"):
         assert text in late["detail"]
     assert '"price": 99.0' in late["raw"]
     final = {r["timeframe"]: r for r in rows(bars.on_eof())}
-    assert final["5m"]["high"] == 99.0 and final["5m"]["trade_count"] == 3 and final["5m"]["volume"] == 5.0
+    assert (final["5m"]["high"], final["5m"]["trade_count"], final["5m"]["volume"]) == (11.0, 2, 2.0)
     assert final["1m"]["ts"] == t0 + 60 * S and final["1m"]["trade_count"] == 1
     metrics = bars.metrics()
-    assert metrics["late"] == metrics["behind_watermark"] == 1
-    assert metrics["late_by_timeframe"] == {"X": {"1m": 1}}
+    assert metrics["late"] == metrics["late_quarantined"] == 1
+    assert metrics["bars_corrected"] == {}
 
 
-def test_trade_behind_the_watermark_in_an_open_bar_is_applied_not_quarantined():
-    # time (s)    0    10   30        60
-    # 1m bar      [------------------)
-    # watermark             30
-    # trade            10 (arrives after the watermark; its bar is still open)
+def test_amend_policy_corrects_the_confirmed_bar_and_updates_the_open_one():
+    # same timeline as above, late_policy amend: the late 0:30 trade (price 99, size 3)
+    # corrects the confirmed 1m bar b0 at once and joins the open 5m bar B0.
     t0 = _utc_ns("2024-01-02 10:00")
-    bars = engine(timeframes=["1m"], emit_forming=False)
-    bars.on_batch("ticks", batch(trade("X", t0, 1.0, seq=1)))
-    assert bars.on_watermark(t0 + 30 * S) == []
-    assert bars.on_batch("ticks", batch(trade("X", t0 + 10 * S, 2.0, seq=2))) == []
-    (bar,) = rows(bars.on_watermark(t0 + 60 * S))
-    assert (bar["close"], bar["trade_count"]) == (2.0, 2)
+    bars = amending(timeframes=["1m", "5m"], emit_forming=False)
+    bars.on_batch("ticks", batch(trade("X", t0, 10.0, seq=1), trade("X", t0 + 70 * S, 11.0, seq=2)))
+    (b0,) = rows(bars.on_watermark(t0 + 60 * S))
+    assert (b0["status"], b0["close"], b0["trade_count"]) == ("confirmed", 10.0, 1)
+    emits = bars.on_batch("ticks", batch(trade("X", t0 + 30 * S, 99.0, size=3.0, seq=7)))
+    (corrected,) = rows(emits)
+    assert [name for name, _ in emits] == ["bars"]
+    assert (corrected["timeframe"], corrected["ts"], corrected["status"]) == ("1m", t0, "corrected")
+    # hand-worked: trades (0:00, 10.0 x 1) and (0:30, 99.0 x 3)
+    assert (corrected["open"], corrected["high"], corrected["low"], corrected["close"]) == (10.0, 99.0, 10.0, 99.0)
+    assert (corrected["volume"], corrected["trade_count"]) == (4.0, 2)
+    assert corrected["vwap"] == pytest.approx((10.0 + 3 * 99.0) / 4, rel=1e-15)
+    # a second late trade corrects the corrected bar (0:45 closes it now)
+    (again,) = rows(bars.on_batch("ticks", batch(trade("X", t0 + 45 * S, 5.0, seq=8))))
+    assert (again["low"], again["close"], again["trade_count"], again["status"]) == (5.0, 5.0, 3, "corrected")
+    final = {r["timeframe"]: r for r in rows(bars.on_eof())}
+    five = final["5m"]
+    assert (five["open"], five["high"], five["low"], five["trade_count"]) == (10.0, 99.0, 5.0, 4)
     metrics = bars.metrics()
-    assert (metrics["behind_watermark"], metrics["late"]) == (1, 0)
+    assert (metrics["late"], metrics["late_quarantined"]) == (2, 0)
+    assert metrics["bars_corrected"] == {"X": {"1m": 2}}
+
+
+def test_amend_a_bar_that_had_no_trades_is_confirmed_once_then_corrected():
+    # 1m bars: 10:00 has a trade, 10:01 none; watermark 10:03 confirms 10:00 only.
+    # A late trade at 10:01:30 creates bar 10:01: first emitted as confirmed, not corrected.
+    t0 = _utc_ns("2024-01-02 10:00")
+    bars = amending(timeframes=["1m"], emit_forming=False)
+    bars.on_batch("ticks", batch(trade("X", t0, 1.0, seq=1), trade("X", t0 + 190 * S, 2.0, seq=2)))
+    assert [r["ts"] for r in rows(bars.on_watermark(t0 + 180 * S))] == [t0]
+    (created,) = rows(bars.on_batch("ticks", batch(trade("X", t0 + 90 * S, 7.0, seq=3))))
+    assert (created["ts"], created["status"], created["trade_count"]) == (t0 + 60 * S, "confirmed", 1)
+    (fixed,) = rows(bars.on_batch("ticks", batch(trade("X", t0 + 100 * S, 8.0, seq=4))))
+    assert (fixed["ts"], fixed["status"], fixed["close"], fixed["trade_count"]) == (t0 + 60 * S, "corrected", 8.0, 2)
+    assert bars.metrics()["bars_confirmed"] == {"X": {"1m": 2}}
+
+
+def test_amend_window_bounds_what_can_still_be_corrected():
+    # amend_window_ms 60 000: at watermark 10:05 bars ending at or before 10:04 are no
+    # longer kept; a trade older than 10:04 is quarantined, a trade at 10:04:10 corrects.
+    t0 = _utc_ns("2024-01-02 10:00")
+    bars = amending(timeframes=["1m"], emit_forming=False, amend_window_ms=60_000)
+    bars.on_batch("ticks", batch(*(trade("X", t0 + m * 60 * S + 5 * S, 1.0 + m, seq=m) for m in range(6))))
+    assert len(rows(bars.on_watermark(t0 + 300 * S))) == 5
+    emits = bars.on_batch("ticks", batch(trade("X", t0 + 230 * S, 9.0, seq=10), trade("X", t0 + 250 * S, 9.0, seq=11)))
+    (late,) = rows(emits, "quarantine")
+    assert late["row"] == 10 and "amend_window_ms 60000" in late["detail"]
+    (fixed,) = rows(emits)
+    assert (fixed["ts"], fixed["status"], fixed["high"]) == (t0 + 240 * S, "corrected", 9.0)
+    metrics = bars.metrics()
+    assert (metrics["late"], metrics["late_quarantined"]) == (2, 1)
+
+
+def test_forming_rows_are_throttled_by_event_time():
+    # forming_interval 60 s; one trade per 10 s into the 1h bar; a watermark after each.
+    # time (s)        0   10  20 ... 60  70 ... 120
+    # forming row     x                x            x     (at most one per 60 s of watermark time)
+    t0 = _utc_ns("2024-01-02 10:00")
+    ctx = OperatorContext(node_id="bars", forming_interval_ns=60 * S)
+    bars = BarEngine(BarParams(timeframes=["1h"]), ctx)
+    sent = []
+    for k in range(13):
+        bars.on_batch("ticks", batch(trade("X", t0 + 10 * k * S, 1.0 + k, seq=k)))
+        sent += [(k, r["trade_count"]) for r in rows(bars.on_watermark(t0 + 10 * k * S + 1))]
+    assert sent == [(0, 1), (6, 7), (12, 13)]
+    # an update held back goes out at the first watermark one interval later, with no new trade
+    bars.on_batch("ticks", batch(trade("X", t0 + 121 * S, 50.0, seq=20)))
+    assert rows(bars.on_watermark(t0 + 150 * S)) == []
+    (late_update,) = rows(bars.on_watermark(t0 + 180 * S + 1))
+    assert (late_update["status"], late_update["trade_count"], late_update["close"]) == ("forming", 14, 50.0)
+    assert rows(bars.on_watermark(t0 + 300 * S)) == []  # nothing new touched: nothing sent
 
 
 def test_trade_late_for_every_timeframe_updates_nothing():
@@ -412,12 +481,9 @@ def test_trade_late_for_every_timeframe_updates_nothing():
     assert [r["timeframe"] for r in rows(bars.on_watermark(day + 86_400 * S))] == ["1m", "1d"]
     emits = bars.on_batch("ticks", batch(trade("X", day + 7200 * S, 2.0, seq=2)))
     assert [name for name, _ in emits] == ["quarantine"]
-    assert (
-        "its 1m, 1d bar(s) ended at or before watermark 2024-01-03T00:00:00Z"
-        in rows(emits, "quarantine")[0]["detail"]
-    )
+    assert "older than the watermark 2024-01-03T00:00:00Z" in rows(emits, "quarantine")[0]["detail"]
     assert bars.on_eof() == []
-    assert bars.metrics()["late_by_timeframe"] == {"X": {"1m": 1, "1d": 1}}
+    assert bars.metrics()["late_quarantined"] == 1
 
 
 def test_trade_after_eof_is_late_not_a_second_confirmation():

@@ -273,3 +273,17 @@ def test_close_mid_stream_releases_readers():
     assert next(events)[0] == "ticks"
     source.close()
     assert source.metrics()["ticks"] == 10
+
+
+def test_watermarks_lag_by_the_graphs_allowed_lateness():
+    # each batch is followed by Watermark(max ts so far - allowed lateness)
+    lateness = 1_500_000_000
+    source = FileReplay(params([TRADES], batch_rows=997), OperatorContext("replay", allowed_lateness_ns=lateness))
+    tops, marks = [], []
+    for event in source.events():
+        if isinstance(event, Watermark):
+            marks.append(event.ts)
+        elif event[0] == "ticks":
+            tops.append(int(event[1].column("ts").to_numpy().max()))
+    assert len(marks) == len(tops) == 11
+    assert marks == [int(t) - lateness for t in np.maximum.accumulate(tops)]

@@ -176,7 +176,8 @@ def test_each_injected_fault_is_quarantined_with_its_reason_and_nothing_else_is_
     m = normalizer.metrics()
     assert m["received"] == 1001 and m["accepted"] == 996
     assert m["quarantined"] == {
-        "unknown_symbol": 1, "bad_price": 1, "bad_size": 1, "bad_quote": 0, "crossed_quote": 1, "duplicate": 1,
+        "unknown_symbol": 1, "bad_price": 1, "bad_size": 1, "bad_quote": 0, "crossed_quote": 1, "late": 0,
+        "duplicate": 1,
     }  # fmt: skip
     # source = node/provider/symbol, so (source, row=seq, reason) is unique across symbols
     for source, symbol in zip(quarantined["source"].to_pylist(), quarantined["symbol"].to_pylist()):
@@ -327,22 +328,74 @@ def test_a_rejected_tick_does_not_block_its_corrected_resend():
     assert quarantined["reason"].to_pylist() == ["bad_price"]
 
 
-def test_the_watermark_bounds_the_dedup_memory():
+@pytest.mark.parametrize("policy", ["drop", "amend"])
+def test_the_watermark_bounds_the_dedup_memory(policy):
     #   ts:       100   200   300
     #   ticks:   s=1   s=2   s=3
     #   watermark 250 ------------|      forget s=1 and s=2 (ts < 250), keep s=3
-    #   replays: s=1 (late tick: accepted, the bar engine handles it), s=3 (duplicate)
-    normalizer = make()
+    #   replays: s=1 (a late tick: quarantined as late under drop, accepted under amend),
+    #            s=3 (duplicate)
+    normalizer = Normalizer(NormalizerParams(), OperatorContext(node_id="normalize", late_policy=policy))
     run(normalizer, [batch_of(tick(seq=1, ts=100), tick(seq=2, ts=200), tick(seq=3, ts=300))])
     assert normalizer.metrics()["dedup_keys"] == 3
     assert normalizer.on_watermark(250) == []
     assert normalizer.metrics()["dedup_keys"] == 1
     accepted, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=100), tick(seq=3, ts=300))])
-    assert accepted["seq"].to_pylist() == [1]
-    assert quarantined["row"].to_pylist() == [3]
-    assert quarantined["reason"].to_pylist() == ["duplicate"]
+    if policy == "drop":
+        assert accepted.num_rows == 0
+        assert quarantined["row"].to_pylist() == [1, 3]
+        assert quarantined["reason"].to_pylist() == ["late", "duplicate"]
+    else:
+        assert accepted["seq"].to_pylist() == [1]
+        assert quarantined["row"].to_pylist() == [3]
+        assert quarantined["reason"].to_pylist() == ["duplicate"]
+        assert normalizer.metrics()["late_accepted"] == 1
     normalizer.on_watermark(10**18)
     assert normalizer.metrics()["dedup_keys"] == 0
+
+
+def test_a_tick_older_than_the_watermark_is_late_and_a_tick_at_it_is_not():
+    #   watermark 1_000 (ns)
+    #   ticks: ts 999 (trade, late), 999 (quote, late), 1_000 (on time), 1_001 (on time)
+    normalizer = make()
+    normalizer.on_watermark(1_000)
+    late_quote = tick(seq=2, ts=999, price=None, size=None, side=None)
+    ticks = batch_of(tick(seq=1, ts=999), late_quote, tick(seq=3, ts=1_000), tick(seq=4, ts=1_001))
+    accepted, quarantined = run(normalizer, [ticks])
+    assert accepted["seq"].to_pylist() == [3, 4]
+    assert quarantined["row"].to_pylist() == [1, 2] and set(quarantined["reason"].to_pylist()) == {"late"}
+    detail = quarantined["detail"][0].as_py()
+    assert detail == (
+        "ts 999 (1970-01-01T00:00:00.000000999Z) is older than the watermark 1000 "
+        "(1970-01-01T00:00:00.000001Z): late tick; late_policy drop: not applied"
+    )
+    m = normalizer.metrics()
+    assert m["received"] == m["accepted"] + sum(m["quarantined"].values()) == 4
+    assert m["quarantined"]["late"] == 2
+
+
+def test_a_bad_late_tick_is_reported_by_its_defect_first():
+    normalizer = make()
+    normalizer.on_watermark(1_000)
+    _, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=5, price=-1.0))])
+    assert quarantined["reason"].to_pylist() == ["bad_price"]
+
+
+def test_late_state_survives_snapshot_and_restore():
+    first = make()
+    first.on_watermark(1_000)
+    second = make()
+    second.restore(first.snapshot())
+    _, quarantined = run(second, [batch_of(tick(seq=1, ts=999))])
+    assert quarantined["reason"].to_pylist() == ["late"]
+
+
+def test_a_cast_batch_keeps_its_schema_metadata():
+    frame = to_table(pd.DataFrame([tick(seq=k) for k in range(3)])).to_pandas()
+    loose = pa.RecordBatch.from_pandas(frame[list(reversed(TICK.names))], preserve_index=False)
+    loose = loose.replace_schema_metadata({"tickgraph.replay_run_id": "run-1"})
+    ((stream, out),) = make().on_batch("ticks", loose)
+    assert out.schema.equals(TICK) and out.schema.metadata == {b"tickgraph.replay_run_id": b"run-1"}
 
 
 def test_dedup_state_survives_snapshot_and_restore():
@@ -438,5 +491,7 @@ def test_empty_batch_emits_nothing_and_metrics_have_every_reason():
     assert normalizer.on_batch("ticks", batch_of()) == []
     assert normalizer.on_eof() == []
     m = normalizer.metrics()
-    assert m == {"received": 0, "accepted": 0, "quarantined": dict.fromkeys(REASONS, 0), "dedup_keys": 0}
+    assert m == {
+        "received": 0, "accepted": 0, "quarantined": dict.fromkeys(REASONS, 0), "late_accepted": 0, "dedup_keys": 0,
+    }  # fmt: skip
     json.dumps(m)

@@ -1,0 +1,600 @@
+"""The replayer (node kind ``replay``): tick files or the ``tick_data`` table, paced in event time.
+
+Inputs are the file formats of ``file_replay`` (canonical CSV/Parquet, LOBSTER, Tardis)
+and the store's ``tick_data`` table, merged in event time by the same
+:class:`~actors.file_replay.TickMerge`, filtered by ``symbols`` and ``[start, end)``.
+
+Output, a pure function of the data and the params (never of ``speed``, the wall clock or
+pauses), so a burst and a paced replay emit the very same stream::
+
+    merged ticks:   t0 t1 t2 | t3 | t4 t5 ...        grid cells of batch_interval_ms
+    batches:       [t0 t1 t2] [t3] [t4 t5 ...]       (by merge key; <= batch_rows each)
+    stream:        batch, Watermark(w), batch, Watermark(w), ...,  end-of-stream
+
+Each batch holds the ticks of one epoch-aligned cell ``[k * interval, (k + 1) * interval)``
+of merge key (the running max of ``ts`` within its input), at most ``batch_rows`` of them.
+After each batch comes ``Watermark(max ts emitted - allowed lateness)``, from the
+replayer's :class:`~actors.clock.MarketClock` (exact with the default lateness 0).
+
+Pacing: ``speed`` 0 emits batches as fast as the graph takes them. With ``speed > 0`` a
+VIRTUAL market clock starts at the first tick's time and runs at ``speed`` x the wall
+clock; a batch leaves once the clock reaches its newest tick (so no tick leaves before
+its time, and none later than one ``batch_interval_ms / speed``). While the next batch
+is not due, ``events()`` sleeps at most 50 ms and yields :data:`~graph.operator.IDLE`,
+so the host ends its step and the driver stays responsive; the CPU is not spun. A graph
+slower than the pace makes the replay fall behind; it then catches up as fast as the
+graph takes (the clock keeps running), like a live feed after a stall. ``max_gap_ms``
+skips long gaps (nights, files of different days) instead of waiting them out.
+
+Pause and resume: :meth:`Replayer.pause` / :meth:`Replayer.resume` (in-process, and the
+hook for a host or driver control call), or from outside any process: with the
+``pause_file`` param set, the replay pauses while that file exists
+(``touch replay.pause`` ... ``rm replay.pause``). A paused replay emits nothing and its
+clock is frozen: on resume it continues where it stopped, without a catch-up burst.
+
+Every emitted batch carries the run's id as Arrow schema metadata
+``tickgraph.replay_run_id`` (:data:`REPLAY_RUN_ID_KEY`; the ``job_runs.id`` of the replay,
+or a uuid4 hex without a job table), which survives slicing, filtering, partitioning and
+Ray transport; rows carry ``origin = "replay"``. The id is kept out of the rows so that
+two replays of the same data give byte-identical tick streams (parity hashes).
+
+Job bookkeeping (``job_database_url``): a ``job_runs`` row ``job_name = "replay"`` is
+inserted ``running`` at the first step and finished ``completed`` when the input is
+exhausted, ``failed`` (with ``error_message``) when reading raises (a file that disappears
+mid-run), or ``cancelled`` when the host closes the replayer before the end (``--duration``,
+Ctrl-C, a failure elsewhere). ``rows_written``/``min_ts``/``max_ts`` describe the ticks
+emitted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from actors import tick_formats as formats
+from actors.clock import ClockMode, MarketClock
+from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, take_rows
+from db.engine import StoreError, absolute_sqlite_url, mask_url
+from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
+from graph.operator import Params as BaseParams
+from graph.params import OutputPath
+from graph.schemas import ORIGIN_REPLAY, QUARANTINE, TICK
+
+__all__ = ["Replayer", "ReplayerParams", "REPLAY_RUN_ID_KEY", "parse_time_ns", "replay_run_id"]
+
+_log = logging.getLogger("tickgraph.replayer")
+
+#: Arrow schema metadata key on every batch a replayer emits: the replay's run id.
+REPLAY_RUN_ID_KEY = "tickgraph.replay_run_id"
+#: Longest single sleep inside ``events()`` while waiting (pacing or paused), ns.
+MAX_SLEEP_NS = 50_000_000
+_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$")
+_NS_PER_S = 1_000_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def parse_time_ns(value: int | str | dt.datetime) -> int:
+    """A point in time as int64 ns UTC.
+
+    Args:
+        value: int ns since the epoch (or its decimal text); ISO-8601 text with a UTC
+            offset and up to 9 decimals (``2012-06-21T14:00:00.5-04:00``, ``...Z``); or an
+            aware ``datetime`` (YAML turns unquoted timestamps into one).
+
+    Returns:
+        int ns since 1970-01-01 UTC.
+
+    Raises:
+        ValueError: text that is neither, or a time without a UTC offset.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            text = value.isoformat()
+            raise ValueError(f"{text!r} has no UTC offset; write e.g. '{text}Z' or '{text}-04:00'")
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1_000
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time (int ns UTC or ISO-8601 text with offset)")
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    match = _ISO.match(text)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a time: expected int ns UTC or ISO-8601 with offset, e.g. '2012-06-21T14:00:00Z'"
+        )
+    day, clock, fraction, offset = match.groups()
+    if offset is None:
+        raise ValueError(f"{value!r} has no UTC offset; write e.g. '{text}Z' or '{text}-04:00'")
+    offset = "+00:00" if offset == "Z" else offset
+    try:
+        whole = dt.datetime.fromisoformat(f"{day}T{clock}{offset}")
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid time: {exc}") from None
+    return parse_time_ns(whole) + int((fraction or "").ljust(9, "0") or 0)
+
+
+def replay_run_id(batch: pa.RecordBatch) -> str | None:
+    """The ``tickgraph.replay_run_id`` a replayer attached to ``batch``, or None."""
+    metadata = batch.schema.metadata or {}
+    value = metadata.get(REPLAY_RUN_ID_KEY.encode())
+    return value.decode() if value is not None else None
+
+
+class ReplayerParams(BaseParams):
+    """Params of the ``replay`` kind.
+
+    Attributes:
+        files: tick files (formats of ``file_replay``: canonical, lobster, tardis_trades,
+            tardis_quotes); merged in event time, ties to the earlier file.
+        database_url: also (or only) replay the ``tick_data`` table of this store.
+        symbols: only these symbols; None replays every symbol.
+        start: only ticks with ``ts >= start``: int ns UTC or ISO-8601 with offset.
+        end: only ticks with ``ts < end`` (same forms); must be after ``start``.
+        speed: 1.0 keeps the original inter-arrival times, 10.0 is ten times faster,
+            0 (default) emits as fast as the graph takes.
+        batch_rows: most rows per batch.
+        batch_interval_ms: a batch never spans two cells of this much event time
+            (epoch-aligned); the pacing granularity. 0: cut by ``batch_rows`` only (the
+            fastest burst). Same value, same stream, whatever the speed.
+        max_gap_ms: paced only: when the next batch starts more than this much event time
+            after the clock (a night, a weekend, files of different days), the clock jumps
+            to it instead of waiting; None (default) keeps every gap.
+        pause_file: while this file exists the replay is paused (relative to the graph file).
+        job_database_url: record the replay in ``job_runs`` there; None: no job row.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    files: list[FileSpec] = Field(default_factory=list)
+    database_url: str | None = None
+    symbols: list[str] | None = None
+    start: int | None = None
+    end: int | None = None
+    speed: float = Field(0.0, ge=0, allow_inf_nan=False)
+    batch_rows: int = Field(65_536, gt=0)
+    batch_interval_ms: int = Field(100, ge=0)
+    max_gap_ms: int | None = Field(None, gt=0)
+    pause_file: OutputPath | None = None
+    job_database_url: str | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> int | None:
+        return None if value is None else parse_time_ns(value)
+
+    @field_validator("database_url", "job_database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        """Check the URL (never echoing it); pin a relative SQLite path to the loading cwd."""
+        return None if value is None else absolute_sqlite_url(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _some_symbols(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must list at least one symbol (omit it to replay every symbol)")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplayerParams:
+        if not self.files and self.database_url is None:
+            raise ValueError("a replay needs 'files', 'database_url' (the tick_data table) or both")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end} ns) must be after start ({self.start} ns)")
+        return self
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in ("database_url", "job_database_url") and value else value
+
+
+class Replayer(Source):
+    """Replay tick files and/or ``tick_data`` at a speed, with filters, pause/resume and a job row.
+
+    Outputs:
+        ticks: TICK batches (see the module docstring for the batching rule), each
+            followed by a ``Watermark``; schema metadata ``tickgraph.replay_run_id``.
+        quarantine: QUARANTINE rows of malformed file rows, as they are found.
+
+    Args:
+        params: :class:`ReplayerParams`.
+        ctx: the host context: ``clock_ns`` (wall clock; required when ``speed > 0``),
+            ``allowed_lateness_ns`` (watermark lag), ``node_id``, ``graph_file``.
+        block_bytes: CSV bytes read per step (tests use small blocks).
+        sleep_ns: how to wait ``ns`` nanoseconds (default ``time.sleep``); tests inject a
+            fake that advances their fake clock.
+
+    Raises:
+        ValueError: ``speed > 0`` without ``ctx.clock_ns``.
+    """
+
+    Params: ClassVar[type[ReplayerParams]] = ReplayerParams
+    outputs: ClassVar[dict[str, pa.Schema]] = {"ticks": TICK, "quarantine": QUARANTINE}
+
+    def __init__(
+        self,
+        params: ReplayerParams,
+        ctx: OperatorContext,
+        *,
+        block_bytes: int = formats.BLOCK_BYTES,
+        sleep_ns: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(params, ctx)
+        if params.speed > 0 and ctx.clock_ns is None:
+            raise ValueError(f"replay {ctx.node_id!r}: speed {params.speed} needs a wall clock (ctx.clock_ns)")
+        self.block_bytes = block_bytes
+        self._sleep_ns = sleep_ns or (lambda ns: time.sleep(ns / 1e9))
+        #: The replay's market clock (VIRTUAL); tests freeze and step it.
+        self.clock = MarketClock(
+            ClockMode.VIRTUAL,
+            wall_clock_ns=ctx.clock_ns,
+            speed=params.speed,
+            allowed_lateness_ns=ctx.allowed_lateness_ns,
+        )
+        sources = [spec.source for spec in params.files]
+        kinds = [spec.format for spec in params.files]
+        if params.database_url is not None:
+            sources.append(f"tick_data@{mask_url(params.database_url)}")
+            kinds.append("tick_data")
+        self._keys = input_keys(sources)
+        self._stats = {key: new_stats(kind) for key, kind in zip(self._keys, kinds)}
+        self._merge: TickMerge | None = None
+        self._paused = False
+        self._paused_by_file = False
+        self._started = False
+        self._exhausted = False
+        self.run_id: str | None = None  # set at the first step
+        self._job_open = False
+        self._emitted = 0
+        self._min_ts: int | None = None
+        self._max_ts: int | None = None
+        self._providers: set[str] = set()
+        self._symbols_seen: set[str] = set()
+        self._last_watermark: int | None = None
+        self._clock_started = False
+
+    # -- control ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop emitting (the clock freezes) until :meth:`resume`. Idempotent."""
+        self._paused = True
+        self.clock.freeze()
+
+    def resume(self) -> None:
+        """Continue a paused replay from where it stopped. Idempotent."""
+        self._paused = False
+        if not self._paused_by_file:
+            self.clock.unfreeze()
+
+    @property
+    def paused(self) -> bool:
+        """True while paused by :meth:`pause` or by the ``pause_file``."""
+        return self._paused or self._paused_by_file
+
+    def control(self, command: str) -> dict[str, Any]:
+        """Entry point for a host/driver control call: ``"pause"``, ``"resume"`` or ``"status"``.
+
+        Returns:
+            ``{"paused": bool, "ticks": emitted so far, "clock_ns": virtual time}``.
+
+        Raises:
+            ValueError: an unknown command.
+        """
+        if command == "pause":
+            self.pause()
+        elif command == "resume":
+            self.resume()
+        elif command != "status":
+            raise ValueError(
+                f"replay {self.ctx.node_id!r}: unknown control command {command!r} (pause, resume, status)"
+            )
+        return {"paused": self.paused, "ticks": self._emitted, "clock_ns": self.clock.now_ns()}
+
+    # -- the stream ----------------------------------------------------------------------------
+    def events(self) -> Iterator[Emit | Watermark | _Idle]:
+        """Yield ticks batches with their watermarks, quarantine batches and IDLE, until the end.
+
+        Raises:
+            FileNotFoundError: an input file is missing or disappeared during the replay.
+            ValueError: a file's content contradicts its format.
+            db.engine.StoreError: ``tick_data`` or ``job_runs`` cannot be read/written.
+        """
+        self._start()
+        try:
+            yield from self._paced()
+        except GeneratorExit:
+            raise
+        except KeyboardInterrupt:
+            self._finish("cancelled")
+            raise
+        except Exception as exc:
+            self._finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._exhausted = True
+        self._finish("completed")
+
+    def _paced(self) -> Iterator[Emit | Watermark | _Idle]:
+        for event in self._batches():
+            if event[0] == "quarantine":
+                yield event
+                continue
+            _, batch, first, due = event
+            if not self._clock_started:
+                self._clock_started = True
+                if self.params.speed > 0:  # the virtual clock starts at the first tick's time
+                    self.clock.seek(max(first, self.clock.now_ns()))
+            elif self.params.speed > 0 and self.params.max_gap_ms is not None:
+                if first - self.clock.now_ns() > self.params.max_gap_ms * 1_000_000:
+                    self.clock.seek(first)  # skip the gap
+            yield from self._wait_until(due)
+            yield "ticks", self._stamp(batch)
+            self.clock.observe(due)
+            watermark = self.clock.watermark()
+            if watermark is not None and (self._last_watermark is None or watermark > self._last_watermark):
+                self._last_watermark = watermark
+                yield Watermark(watermark)
+
+    def _wait_until(self, due: int) -> Iterator[_Idle]:
+        """Sleep (<= 50 ms at a time) and yield IDLE until ``due`` and not paused."""
+        while True:
+            if self._check_paused():
+                self._sleep_ns(MAX_SLEEP_NS)
+                yield IDLE
+                continue
+            if self.params.speed == 0 or self.clock.due(due):
+                return
+            wait = self.clock.wall_wait_ns(due)
+            self._sleep_ns(MAX_SLEEP_NS if wait is None else min(wait, MAX_SLEEP_NS))
+            if not self._check_paused() and self.clock.due(due):
+                return
+            yield IDLE
+
+    def _check_paused(self) -> bool:
+        path = self.params.pause_file
+        if path is not None:
+            exists = path.exists()
+            if exists and not self._paused_by_file:
+                self._paused_by_file = True
+                self.clock.freeze()
+            elif not exists and self._paused_by_file:
+                self._paused_by_file = False
+                if not self._paused:
+                    self.clock.unfreeze()
+        return self.paused
+
+    def _batches(self) -> Iterator[tuple]:
+        """``("quarantine", batch)`` as found; ``("ticks", batch, first_ts, due_ts)`` per complete batch.
+
+        ``first_ts`` is the batch's smallest merge key, ``due_ts`` its largest (= the largest ``ts`` emitted once it is
+        out). A batch is complete when the next tick falls in another cell, when it has
+        ``batch_rows`` rows, or at the end of the input.
+        """
+        params = self.params
+        readers: list[Iterator[formats.TickChunk]] = [
+            _watch(_paths(spec), spec.read(self.block_bytes)) for spec in params.files
+        ]
+        if params.database_url is not None:
+            readers.append(
+                formats.read_tick_table(
+                    params.database_url,
+                    symbols=params.symbols,
+                    start_ns=params.start,
+                    end_ns=params.end,
+                    chunk_rows=params.batch_rows,
+                )  # fmt: skip
+            )
+        self._merge = TickMerge(readers, list(self._stats.values()), self._filter())
+        interval = params.batch_interval_ms * 1_000_000
+        limit = params.batch_rows
+        pending: list[pa.RecordBatch] = []
+        pending_keys: list[np.ndarray] = []
+        pending_rows, pending_cell = 0, None
+        ready: deque[tuple] = deque()
+
+        def flush(count: int) -> None:
+            nonlocal pending, pending_keys, pending_rows
+            batch, pending = take_rows(pending, count)
+            keys = np.concatenate(pending_keys) if len(pending_keys) > 1 else pending_keys[0]
+            pending_keys = [keys[count:]] if count < len(keys) else []
+            pending_rows -= count
+            ready.append(("ticks", batch, int(keys[0]), int(keys[count - 1])))
+
+        for stream, merged, keys in self._merge:
+            if stream == "quarantine":
+                yield stream, merged
+                continue
+            cells = keys // interval if interval else np.zeros(len(keys), dtype=np.int64)
+            cuts = np.flatnonzero(cells[1:] != cells[:-1]) + 1
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(keys)]):
+                cell = int(cells[lo])
+                if pending_rows and cell != pending_cell:
+                    flush(pending_rows)
+                pending_cell = cell
+                pending.append(merged.slice(lo, hi - lo))
+                pending_keys.append(keys[lo:hi])
+                pending_rows += hi - lo
+                while pending_rows >= limit:
+                    flush(limit)
+            while ready:
+                yield ready.popleft()
+        if pending_rows:
+            flush(pending_rows)
+        while ready:
+            yield ready.popleft()
+
+    def _filter(self) -> Callable[[pa.RecordBatch], np.ndarray | None] | None:
+        """The symbols / [start, end) filter for file inputs (tick_data filters in SQL)."""
+        params = self.params
+        if params.symbols is None and params.start is None and params.end is None:
+            return None
+        symbols = pa.array(params.symbols, pa.string()) if params.symbols is not None else None
+
+        def keep(ticks: pa.RecordBatch) -> np.ndarray:
+            mask = np.ones(ticks.num_rows, dtype=bool)
+            if symbols is not None:
+                mask &= pc.is_in(ticks.column("symbol"), value_set=symbols).to_numpy(zero_copy_only=False)
+            if params.start is not None or params.end is not None:
+                ts = ticks.column("ts").to_numpy()
+                if params.start is not None:
+                    mask &= ts >= params.start
+                if params.end is not None:
+                    mask &= ts < params.end
+            return mask
+
+        return keep
+
+    def _stamp(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``origin = replay``, the run id as metadata; updates the emitted-tick counters."""
+        origin = batch.column("origin")
+        if pc.any(pc.not_equal(origin, ORIGIN_REPLAY)).as_py():
+            index = TICK.get_field_index("origin")
+            batch = batch.set_column(index, TICK.field("origin"), pa.repeat(ORIGIN_REPLAY, batch.num_rows))
+        self._emitted += batch.num_rows
+        bounds = pc.min_max(batch.column("ts")).as_py()
+        self._min_ts = bounds["min"] if self._min_ts is None else min(self._min_ts, bounds["min"])
+        self._max_ts = bounds["max"] if self._max_ts is None else max(self._max_ts, bounds["max"])
+        self._providers.update(pc.unique(batch.column("provider")).to_pylist())
+        self._symbols_seen.update(pc.unique(batch.column("symbol")).to_pylist())
+        return batch.replace_schema_metadata({REPLAY_RUN_ID_KEY: self.run_id})
+
+    # -- job bookkeeping ------------------------------------------------------------------------
+    def _job_metadata(self) -> dict[str, Any]:
+        params = self.params
+        return {
+            "node_id": self.ctx.node_id,
+            "graph_file": str(self.ctx.graph_file) if self.ctx.graph_file else None,
+            "inputs": list(self._keys),
+            "speed": params.speed,
+            "start": params.start,
+            "end": params.end,
+            "allowed_lateness_ns": self.ctx.allowed_lateness_ns,
+        }
+
+    def _provider(self) -> str:
+        names = []
+        for spec in self.params.files:
+            fallback = "tardis" if spec.format.startswith("tardis") else spec.format
+            names.append(getattr(spec, "provider", None) or fallback)
+        if self.params.database_url is not None:
+            names.append("tick_data")
+        return ",".join(dict.fromkeys(names))
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        url = self.params.job_database_url
+        if url is None:
+            self.run_id = uuid.uuid4().hex
+            return
+        from db.jobs import start_job
+
+        clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
+        self.run_id = start_job(
+            url, "replay", provider=self._provider(), symbols=self.params.symbols or [],
+            metadata_json=self._job_metadata(), **clock,
+        )  # fmt: skip
+        self._job_open = True
+
+    def _finish(self, status: str, error: str | None = None) -> None:
+        """Close the job row once (no-op without a job table or if already closed)."""
+        if not self._job_open:
+            return
+        self._job_open = False
+        from db.jobs import finish_job
+
+        metadata = {
+            **self._job_metadata(),
+            "providers_seen": sorted(self._providers),
+            "symbols_seen": sorted(self._symbols_seen),
+            **self.metrics_totals(),
+        }
+        clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
+        try:
+            finish_job(
+                self.params.job_database_url, self.run_id, status, rows_written=self._emitted,
+                min_ts=self._min_ts, max_ts=self._max_ts, error_message=error, metadata_json=metadata, **clock,
+            )  # fmt: skip
+        except StoreError as exc:
+            if status == "completed":
+                raise
+            _log.warning("replay %s: could not mark job %s %s: %s", self.ctx.node_id, self.run_id, status, exc)
+
+    def close(self) -> None:
+        """Close the readers; a replay closed before its input was exhausted is ``cancelled``."""
+        if self._merge is not None:
+            self._merge.close()
+        if not self._exhausted:
+            self._finish("cancelled")
+
+    # -- metrics --------------------------------------------------------------------------------
+    def metrics_totals(self) -> dict[str, int]:
+        """``rows_read``, ``ticks`` (emitted), ``quarantined``, ``filtered`` over every input."""
+        names = ("rows_read", "quarantined", "filtered")
+        totals = {name: sum(stats[name] for stats in self._stats.values()) for name in names}
+        return {**totals, "ticks": self._emitted}
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for the run summary.
+
+        Returns:
+            :meth:`metrics_totals`, plus ``inputs`` (per input: ``format``, ``slow_path``,
+            ``rows_read``, ``ticks`` read and kept, ``quarantined``, ``filtered``),
+            ``replay_run_id``, ``speed``, ``paused``, ``clock_ns`` (virtual time),
+            ``min_ts``/``max_ts`` of the emitted ticks (int ns UTC).
+        """
+        return {
+            **self.metrics_totals(),
+            "inputs": {key: dict(stats) for key, stats in self._stats.items()},
+            "replay_run_id": self.run_id,
+            "speed": self.params.speed,
+            "paused": self.paused,
+            "clock_ns": self.clock.now_ns(),
+            "min_ts": self._min_ts,
+            "max_ts": self._max_ts,
+        }
+
+
+def _paths(spec: Any) -> list[Path]:
+    """The files an input spec reads (LOBSTER: message and orderbook file)."""
+    if spec.format == "lobster":
+        return [Path(spec.message_file), Path(spec.orderbook_file)]
+    return [Path(spec.path)]
+
+
+def _watch(paths: list[Path], chunks: Iterator[formats.TickChunk]) -> Iterator[formats.TickChunk]:
+    """``chunks``, failing as soon as one of ``paths`` disappears (an open file stays
+    readable on POSIX, so a removed input would otherwise replay to its end unnoticed)."""
+    rows = 0
+    try:
+        while True:
+            gone = [path for path in paths if not path.exists()]
+            if gone:
+                raise FileNotFoundError(
+                    2, f"input file {gone[0]} disappeared during the replay (after {rows:,} rows)", str(gone[0])
+                )
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            rows += chunk.rows_read
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
