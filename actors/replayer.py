@@ -529,7 +529,8 @@ class Replayer(Source):
         try:
             finish_job(
                 self.params.job_database_url, self.run_id, status, rows_written=self._emitted,
-                min_ts=self._min_ts, max_ts=self._max_ts, error_message=error, metadata_json=metadata, **clock,
+                min_ts=self._min_ts, max_ts=self._max_ts, error_message=error, metadata_json=metadata,
+                symbols=sorted(self._symbols_seen), **clock,
             )  # fmt: skip
         except StoreError as exc:
             if status == "completed":

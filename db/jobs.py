@@ -87,9 +87,13 @@ def finish_job(
     max_ts: int | None = None,
     error_message: str | None = None,
     metadata_json: dict[str, Any] | None = None,
+    symbols: Sequence[str] | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> None:
     """Mark job ``job_id`` ``completed``, ``failed`` or ``cancelled`` (``completed_at`` = now).
+
+    ``symbols``, when given, replaces the row's symbols (e.g. the symbols a replay
+    actually emitted, where the start only knew its filter).
 
     Raises:
         ValueError: ``status`` is not a final status.
@@ -103,6 +107,8 @@ def finish_job(
             values[name] = int(value)
     if metadata_json is not None:
         values["metadata"] = orjson.dumps(metadata_json).decode()
+    if symbols is not None:
+        values["symbols"] = orjson.dumps(sorted(symbols)).decode()
     result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
     if result.rowcount != 1:
         raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")

@@ -189,12 +189,24 @@ class GraphRun:
         return RunResult(elapsed_s=elapsed, hosts=metrics, stopped_early=stopped_early)
 
     def abort(self) -> None:
-        """Stop every host now (after a failure or an interrupt) without waiting for drains."""
+        """Stop every host now (after a failure or an interrupt) without waiting for drains.
+
+        Operators are closed first, so e.g. a replay records its job as cancelled;
+        on Ray an actor that does not close within a few seconds (blocked on a dead
+        peer) is killed regardless.
+        """
         if self.backend == "local":
             for host in self.hosts.values():
                 host.close()
             return
-        self.shutdown()
+        import ray
+
+        groups = list({id(h): h for h in self.hosts.values()}.values())
+        closing = [group.close.remote() for group in groups]
+        try:
+            ray.wait(closing, num_returns=len(closing), timeout=5.0)
+        finally:
+            self.shutdown()
 
     def shutdown(self) -> None:
         """Kill the actors of this graph (no-op in-process)."""

@@ -460,6 +460,19 @@ class NodeHost:
         if self.op is not None:
             self._guard(self.op.close)
 
+    def control(self, command: str) -> Any:
+        """Send ``command`` to the operator's ``control`` method (e.g. a replay's
+        ``pause``/``resume``/``status``); for a running graph on Ray this call is
+        queued behind the current step, so it takes effect between steps.
+
+        Raises:
+            ValueError: the operator takes no commands.
+        """
+        control = getattr(self.op, "control", None)
+        if not callable(control):
+            raise ValueError(f"node '{self.config.node_id}' ({self.config.kind}) takes no control commands")
+        return self._guard(lambda: control(command))
+
     def close(self) -> None:
         """Release the operator's resources (idempotent); used when a run is aborted."""
         if self.op is not None and not self.finished:
@@ -524,6 +537,10 @@ class HostGroup:
     def metrics(self) -> list[dict[str, Any]]:
         """Metrics of every hosted shard."""
         return [host.metrics() for host in self.hosts.values()]
+
+    def control(self, target: tuple[str, int], command: str) -> Any:
+        """Send ``command`` to hosted node shard ``target`` (see :meth:`NodeHost.control`)."""
+        return self.hosts[target].control(command)
 
     def close(self) -> None:
         """Release every hosted operator's resources (after an abort)."""

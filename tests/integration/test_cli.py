@@ -63,6 +63,7 @@ def test_failing_node_exits_1_and_names_the_node(tmp_path):
     proc = cli(
         "--graph", "replay.yaml", "--backend", "local", "--no-progress",
         "--set", f"store.url=sqlite:///{tmp_path / 'a.db'}", "--set", f"parquet.path={blocker}",
+        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'a.db'}",
     )  # fmt: skip
     assert proc.returncode == 1
     assert "node 'parquet' (shard 0) failed" in proc.stderr
@@ -74,6 +75,7 @@ def test_main_job_on_ray_writes_the_summary(tmp_path):
     proc = cli(
         "--graph", "replay.yaml", "--num-cpus", "2", "--no-dashboard", "--no-progress",
         "--set", f"store.url=sqlite:///{tmp_path / 'bars.db'}", "--set", f"parquet.path={tmp_path / 'pq'}",
+        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'bars.db'}",
         "--summary-json", str(summary_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,7 @@
 """Parity of the replay graph: the bars hash is the same across runs, shard counts,
 batchings, in-process vs Ray, and burst vs paced replay; proofs from a run verify.
 
-Runs use ``config/replay_parity.yaml`` (replay.yaml + a ``parity`` node) in-process,
+Runs use ``config/replay.yaml`` (the main job, which includes the ``parity`` node) in-process,
 except one on Ray. The bars hash is also checked against an independent computation:
 the rows stored in ``bars_ohlcv``, sorted by (bar end, symbol, timeframe, ts), hashed
 with the chain formula written out here.
@@ -37,8 +37,8 @@ TF_RANK = {tf: i for i, tf in enumerate(BAR_LENGTH_NS)}
 def run_parity(tmp_path, *overrides: str, backend: str = "local", name: str = "run"):
     url = f"sqlite:///{tmp_path / (name + '.db')}"
     loaded = load_graph(
-        "replay_parity.yaml",
-        [f"store.url={url}", f"parquet.path={tmp_path / (name + '_parquet')}", *overrides],
+        "replay.yaml",
+        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / (name + '_parquet')}", *overrides],
         env={},
     )
     summary = build_summary(loaded, build_graph(loaded, backend=backend).run())
@@ -111,7 +111,7 @@ def test_two_runs_write_byte_identical_proofs_that_verify(baseline, tmp_path, mo
     assert [f["sha256"] for f in document["data_files"]] == [
         hashlib.sha256(p.read_bytes()).hexdigest() for p in (LOBSTER_MESSAGES, LOBSTER_ORDERBOOK, TARDIS_TRADES)
     ]
-    assert document["graph"]["sha256"] == hashlib.sha256((ROOT / "config/replay_parity.yaml").read_bytes()).hexdigest()
+    assert document["graph"]["sha256"] == hashlib.sha256((ROOT / "config/replay.yaml").read_bytes()).hexdigest()
     verify = subprocess.run([sys.executable, str(ROOT / "run.py"), "parity", "verify", str(first)],
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), KEY_ENV: KEY},
                             capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -129,8 +129,9 @@ def test_the_cli_writes_the_parity_key_into_the_summary_json(baseline, tmp_path)
     expected, _, _ = baseline
     out = tmp_path / "summary.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "--graph", "replay_parity.yaml", "--backend", "local", "--no-progress",
+        [sys.executable, str(ROOT / "run.py"), "--graph", "replay.yaml", "--backend", "local", "--no-progress",
          "--set", f"store.url=sqlite:///{tmp_path / 'cli.db'}", "--set", f"parquet.path={tmp_path / 'pq'}",
+         "--set", f"source.job_database_url=sqlite:///{tmp_path / 'cli.db'}",
          "--summary-json", str(out)],
         cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -6,6 +6,8 @@ the raw LOBSTER and Tardis files (tests/reference.py), for every timeframe.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -28,7 +30,7 @@ def run_replay(tmp_path, backend: str, *extra: str, db: str = "bars.db"):
     url = f"sqlite:///{tmp_path / db}"
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url={url}", f"parquet.path={tmp_path / 'parquet'}", *extra],
+        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}", *extra],
         env={},
     )
     result = build_graph(loaded, backend=backend).run()
@@ -108,13 +110,29 @@ def test_a_failing_node_stops_the_graph_and_is_named(ray_session, tmp_path):
     blocker.write_text("a file where the parquet sink wants a folder")
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={blocker}"],
+        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"source.job_database_url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={blocker}"],
         env={},
     )
     with pytest.raises(NodeFailure) as info:
         build_graph(loaded, backend="ray").run()
     assert info.value.node_id == "parquet"
     assert "not_a_directory" in str(info.value)
+    # the aborted graph closed its replay before killing the actors: the job is not left
+    # "running" (here the sink fails at end-of-stream, after the replay itself completed)
+    (job,) = read_table(f"sqlite:///{tmp_path / 'x.db'}", "job_runs").to_pylist()
+    assert job["job_name"] == "replay" and job["status"] in ("completed", "cancelled")
+
+
+def test_the_replay_is_recorded_in_job_runs(ray_run):
+    _, url, _ = ray_run
+    jobs = [j for j in read_table(url, "job_runs").to_pylist() if j["status"] == "completed"]
+    assert jobs, "no completed replay job"
+    job = jobs[0]
+    assert job["rows_written"] == 57_515 + 9_999
+    assert sorted(json.loads(job["symbols"])) == ["AMZN", "BTCUSDT"]
+    # the first LOBSTER row (a trade at 09:30:00.017459617 New York) opens the day
+    assert job["min_ts"] == lobster_trades()["ts"].min()
+    assert job["completed_at"] >= job["started_at"]
 
 
 def test_arrow_batches_cross_actor_boundaries_unchanged(ray_session):

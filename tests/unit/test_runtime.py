@@ -40,6 +40,12 @@ class Recorder(Operator):
         Recorder.log.append((self.ctx.node_id, self.ctx.shard, "eof", None))
         return []
 
+    def control(self, command):
+        if command != "pause":
+            raise ValueError(f"unknown command {command!r}")
+        Recorder.log.append((self.ctx.node_id, self.ctx.shard, "control", command))
+        return {"paused": True}
+
 
 @pytest.fixture(autouse=True)
 def recorder_kind(monkeypatch):
@@ -176,3 +182,11 @@ def test_unknown_params_fail_at_start():
 def test_params_base_forbids_extra_keys():
     with pytest.raises(Exception, match="Extra inputs are not permitted"):
         Params.model_validate({"unexpected": 1})
+
+
+def test_control_commands_reach_the_operator_and_errors_name_the_node():
+    h = host("src", [])
+    assert h.control("pause") == {"paused": True}
+    assert Recorder.log[-1] == ("src", 0, "control", "pause")
+    with pytest.raises(NodeFailure, match=r"node 'src' \(shard 0\) failed: ValueError: unknown command 'jump'"):
+        h.control("jump")

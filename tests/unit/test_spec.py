@@ -33,7 +33,7 @@ def graph_with(tmp_path: Path, tail: str) -> Path:
 def test_shipped_replay_graph_validates():
     loaded = load_graph("replay.yaml", env={})
     assert loaded.order[0] == "source"
-    assert [n.id for n in loaded.spec.nodes] == ["source", "normalizer", "bars", "store", "parquet"]
+    assert [n.id for n in loaded.spec.nodes] == ["source", "normalizer", "bars", "store", "parquet", "parity"]
     assert loaded.spec.node("store").params["url"] == f"sqlite:///{Path.cwd() / 'tickgraph.db'}"
     # default stream of a bare input is the upstream's first output
     assert ("normalizer", "ticks") in loaded.edges["bars"]
