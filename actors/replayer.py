@@ -152,7 +152,8 @@ class ReplayerParams(BaseParams):
         batch_rows: most rows per batch.
         batch_interval_ms: a batch never spans two cells of this much event time
             (epoch-aligned); the pacing granularity. 0: cut by ``batch_rows`` only (the
-            fastest burst). Same value, same stream, whatever the speed.
+            fastest burst). Same value, same stream, whatever the speed. Default:
+            0 for a burst (``speed: 0``), 100 for a paced replay.
         max_gap_ms: paced only: when the next batch starts more than this much event time
             after the clock (a night, a weekend, files of different days), the clock jumps
             to it instead of waiting; None (default) keeps every gap.
@@ -169,7 +170,7 @@ class ReplayerParams(BaseParams):
     end: int | None = None
     speed: float = Field(0.0, ge=0, allow_inf_nan=False)
     batch_rows: int = Field(65_536, gt=0)
-    batch_interval_ms: int = Field(100, ge=0)
+    batch_interval_ms: int | None = Field(None, ge=0)
     max_gap_ms: int | None = Field(None, gt=0)
     pause_file: OutputPath | None = None
     job_database_url: str | None = None
@@ -400,7 +401,10 @@ class Replayer(Source):
                 )  # fmt: skip
             )
         self._merge = TickMerge(readers, list(self._stats.values()), self._filter())
-        interval = params.batch_interval_ms * 1_000_000
+        interval_ms = params.batch_interval_ms
+        if interval_ms is None:
+            interval_ms = 0 if params.speed == 0 else 100
+        interval = interval_ms * 1_000_000
         limit = params.batch_rows
         pending: list[pa.RecordBatch] = []
         pending_keys: list[np.ndarray] = []

@@ -106,7 +106,8 @@ def test_speed_one_replays_a_five_second_slice_in_five_seconds(tmp_path):
 
 def test_burst_and_speed_20_emit_identical_bars(tmp_path):
     # one minute of BTCUSDT trades + quotes: 3 s at speed 20
-    window = "start: '2020-02-22T00:01:00Z', end: '2020-02-22T00:02:00Z'"
+    # the same event-time batch grid for both (forming rows are compared too)
+    window = "start: '2020-02-22T00:01:00Z', end: '2020-02-22T00:02:00Z', batch_interval_ms: 100"
     files = (
         f"files: [{{format: tardis_trades, path: {TARDIS_TRADES}}}, {{format: tardis_quotes, path: {TARDIS_QUOTES}}}]"
     )

@@ -142,8 +142,8 @@ def test_database_urls_are_masked_in_repr():
 
 @pytest.fixture(scope="module")
 def burst() -> list:
-    """LOBSTER + Tardis trades + quotes, burst, default 100 ms cells."""
-    return pull(replayer(params(files=[LOBSTER, TRADES, QUOTES])))
+    """LOBSTER + Tardis trades + quotes, burst, 100 ms event-time cells."""
+    return pull(replayer(params(files=[LOBSTER, TRADES, QUOTES], batch_interval_ms=100)))
 
 
 def test_burst_replays_every_tick_in_the_file_replay_order(burst):
@@ -187,7 +187,7 @@ def test_allowed_lateness_lags_the_watermark():
 
 def test_output_is_identical_at_every_speed():
     # 2 minutes of BTCUSDT (trades + quotes); speed 0 vs 20 vs 1000 on a fake clock
-    window = {"start": "2020-02-22T00:00:00Z", "end": "2020-02-22T00:02:00Z"}
+    window = {"start": "2020-02-22T00:00:00Z", "end": "2020-02-22T00:02:00Z", "batch_interval_ms": 100}
     runs = []
     for speed in (0.0, 20.0, 1000.0):
         wall = FakeWall()
@@ -400,7 +400,7 @@ def test_file_removed_mid_run_fails_the_replay_and_the_job(tmp_path):
     for name in (MESSAGES, BOOKS):
         shutil.copy(FIXTURES / name, tmp_path / Path(name).name)
     p = params(
-        base_dir=tmp_path, job_database_url=jobs,
+        base_dir=tmp_path, job_database_url=jobs, batch_interval_ms=100,
         files=[{**LOBSTER, "message_file": Path(MESSAGES).name, "orderbook_file": Path(BOOKS).name}],
     )  # fmt: skip
     source = Replayer(p, OperatorContext("replay"), block_bytes=64 << 10)
@@ -444,3 +444,13 @@ def test_max_gap_skips_the_years_between_two_files():
     spans = (amzn.max() - amzn.min()) + (btc.max() - btc.min())
     assert len(amzn) > 100 and len(btc) > 50
     assert wall.now - wall.start == pytest.approx(spans / 100, abs=1_000)  # the 8-year gap took no time
+
+
+def test_a_burst_defaults_to_size_cut_batches_and_a_paced_replay_to_100_ms_cells():
+    burst = [e for e in pull(replayer(params(files=[TRADES], batch_rows=4_096))) if not isinstance(e, Watermark)]
+    assert [b.num_rows for _, b in burst][:2] == [4_096, 4_096]  # burst: by size only
+    paced = Replayer.Params.model_validate({"files": [TRADES], "speed": 10}, context={"base_dir": FIXTURES})
+    wall = FakeWall()
+    events = [e for e in pull(replayer(paced, wall)) if not isinstance(e, Watermark)]
+    for _, batch in events:  # every paced batch lies within one 100 ms cell of event time
+        assert len(set(batch.column("ts").to_numpy() // (100 * MS))) == 1
