@@ -49,7 +49,7 @@ Semantics:
       the bar is confirmed first.
     * Every emitted batch is sorted by (symbol, timeframe in ``TIMEFRAMES`` order, ts).
 
-Implementation: no per-tick Python. A batch is sorted once by (symbol id, ts, seq,
+Implementation (kernels in ``actors/bar_kernels.py``): no per-tick Python. A batch is sorted once by (symbol id, ts, seq,
 price); the finest intraday timeframe is reduced from ticks with ``ufunc.reduceat``
 over contiguous groups, each coarser one from the previous timeframe's partial bars
 (epoch-aligned timeframes nest), ``1d`` from the in-session ticks. Open bars live per
@@ -66,12 +66,24 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from actors.bar_kernels import (
+    BarArrays,
+    NS_PER_S,
+    TS_MAX,
+    TS_MIN,
+    TradeColumns,
+    Trades,
+    group_starts,
+    merge_bars,
+    pack_key,
+    reduce_bars,
+)
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
@@ -90,17 +102,6 @@ _CONSOLIDATE_CHUNKS = 64  # amend: confirmed-bar chunks kept before they are mer
 _INTRADAY = list(INTRADAY_NS.items())
 # Each coarser intraday timeframe is built from the next finer one's bars: they must nest.
 assert all(b % a == 0 for (_, a), (_, b) in zip(_INTRADAY, _INTRADAY[1:]))
-
-# Sort keys pack (major, bar open second) into one int64: major << 34 | (second + 2**33).
-# Bar open times are whole seconds (intraday bars are >= 1 s and epoch-aligned; session
-# boundaries are whole seconds), so the key is unique per bar. Trades must lie within
-# 2**33 s (272 years) of the epoch; others are quarantined as invalid.
-_KEY_SHIFT = 34
-_KEY_OFFSET_S = 1 << 33
-_NS_PER_S = 1_000_000_000
-_TS_MIN = (-_KEY_OFFSET_S + 2 * 86_400) * _NS_PER_S
-_TS_MAX = (_KEY_OFFSET_S - 2 * 86_400) * _NS_PER_S
-
 
 class BarParams(Params):
     """Params of a ``bars`` node.
@@ -134,230 +135,6 @@ class BarParams(Params):
         return self.sessions.get(symbol) or self.sessions.get("default") or DEFAULT_SESSION
 
 
-# --------------------------------------------------------------------------- kernels
-def _pack(major: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """One sortable int64 key per row of (major < 2**28, ts int64 ns at whole seconds)."""
-    return (major.astype(np.int64) << _KEY_SHIFT) + (ts // _NS_PER_S + _KEY_OFFSET_S)
-
-
-class _Bars(NamedTuple):
-    """Bars as parallel 1-D arrays, one row per bar, sorted by (symbol, ts) unless noted.
-
-    Besides OHLCV each bar keeps the (ts, seq) of its opening and closing trades and
-    ``pv = sum(price * size)``, so that two partial bars of one key merge exactly.
-    """
-
-    symbol: np.ndarray  # int32 engine symbol id
-    ts: np.ndarray  # int64 ns UTC, bar open time
-    end: np.ndarray  # int64 ns UTC, bar end (exclusive)
-    open: np.ndarray  # float64
-    open_ts: np.ndarray  # int64 ns UTC of the opening trade
-    open_seq: np.ndarray  # int64
-    high: np.ndarray  # float64
-    low: np.ndarray  # float64
-    close: np.ndarray  # float64
-    close_ts: np.ndarray  # int64 ns UTC of the closing trade
-    close_seq: np.ndarray  # int64
-    volume: np.ndarray  # float64, sum(size)
-    pv: np.ndarray  # float64, sum(price * size)
-    trade_count: np.ndarray  # int64
-
-    @property
-    def size(self) -> int:
-        """Number of bars."""
-        return len(self.ts)
-
-    def take(self, index: np.ndarray) -> _Bars:
-        """Rows at ``index`` (int positions or bool mask), as new arrays."""
-        return _Bars(*(column[index] for column in self))
-
-    @classmethod
-    def empty(cls) -> _Bars:
-        """No bars."""
-        return cls(*(np.empty(0, dtype=dtype) for dtype in _BAR_DTYPES))
-
-
-_BAR_DTYPES = [np.int32, np.int64, np.int64, np.float64, np.int64, np.int64, np.float64]
-_BAR_DTYPES += [np.float64, np.float64, np.int64, np.int64, np.float64, np.float64, np.int64]
-_OPEN_FIELDS = ("open", "open_ts", "open_seq")
-_CLOSE_FIELDS = ("close", "close_ts", "close_seq")
-
-
-class _Columns(NamedTuple):
-    """Per-row inputs of a reduction: ticks (open = high = low = close = price) or bars."""
-
-    open: np.ndarray
-    open_ts: np.ndarray
-    open_seq: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    close_ts: np.ndarray
-    close_seq: np.ndarray
-    volume: np.ndarray
-    pv: np.ndarray
-    trade_count: np.ndarray | None  # None: one trade per row
-
-    @classmethod
-    def of_ticks(cls, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray) -> _Columns:
-        """Trades as one-trade bars."""
-        return cls(price, ts, seq, price, price, price, ts, seq, size, price * size, None)
-
-    @classmethod
-    def of_bars(cls, bars: _Bars) -> _Columns:
-        """Partial bars, to be reduced to a coarser timeframe."""
-        return cls(*(getattr(bars, name) for name in cls._fields))
-
-
-class _Trades(NamedTuple):
-    """The valid trades of one batch as parallel arrays, shape (n,)."""
-
-    symbol: np.ndarray  # int32 engine symbol id
-    ts: np.ndarray  # int64 ns UTC
-    seq: np.ndarray  # int64
-    price: np.ndarray  # float64
-    size: np.ndarray  # float64
-    row: np.ndarray  # int64 row in the batch's trades, for quarantine text
-
-    def take(self, index: np.ndarray) -> _Trades:
-        """Rows at ``index`` (int positions or bool mask), as new arrays."""
-        return _Trades(*(column[index] for column in self))
-
-    def is_sorted(self) -> bool:
-        """Whether rows are in non-decreasing (symbol, ts, seq, price) order."""
-        if np.any(self.symbol[1:] < self.symbol[:-1]):
-            return False
-        tie = self.symbol[1:] == self.symbol[:-1]
-        for column in (self.ts, self.seq, self.price):
-            if np.any(tie & (column[1:] < column[:-1])):
-                return False
-            tie &= column[1:] == column[:-1]
-            if not tie.any():
-                return True
-        return True
-
-    def sorted(self, symbols: int) -> _Trades:
-        """Rows in (symbol, ts, seq, price) order; ``symbols`` = number of symbol ids.
-
-        Feeds are usually time-ordered per symbol, so a stable radix sort by symbol
-        suffices; otherwise a full ``lexsort``.
-        """
-        if self.is_sorted():
-            return self
-        narrow = self.symbol.astype(np.uint16) if symbols <= 1 << 16 else self.symbol
-        by_symbol = self.take(np.argsort(narrow, kind="stable"))
-        if by_symbol.is_sorted():
-            return by_symbol
-        return self.take(np.lexsort((self.price, self.seq, self.ts, self.symbol)))
-
-
-def _group_starts(symbol: np.ndarray, bar_ts: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal (symbol, bar_ts) in rows sorted by (symbol, bar_ts)."""
-    change = np.empty(len(bar_ts), dtype=bool)
-    change[0] = True
-    np.not_equal(bar_ts[1:], bar_ts[:-1], out=change[1:])
-    change[1:] |= symbol[1:] != symbol[:-1]
-    return np.flatnonzero(change)
-
-
-def _reduce(cols: _Columns, symbol: np.ndarray, bar_ts: np.ndarray, starts: np.ndarray) -> _Bars:
-    """One bar per contiguous group: rows ``starts[i]:starts[i+1]`` form bar ``i``.
-
-    Rows must be in (ts, seq, price) order within each group, so that a group's
-    first row holds its open and its last row its close. ``end`` is left equal to
-    ``ts``; the caller replaces it.
-    """
-    n = len(bar_ts)
-    last = np.empty_like(starts)
-    last[:-1] = starts[1:] - 1
-    last[-1] = n - 1
-    ts = bar_ts[starts]
-    return _Bars(
-        symbol=symbol[starts],
-        ts=ts,
-        end=ts,
-        open=cols.open[starts],
-        open_ts=cols.open_ts[starts],
-        open_seq=cols.open_seq[starts],
-        high=np.maximum.reduceat(cols.high, starts),
-        low=np.minimum.reduceat(cols.low, starts),
-        close=cols.close[last],
-        close_ts=cols.close_ts[last],
-        close_seq=cols.close_seq[last],
-        volume=np.add.reduceat(cols.volume, starts),
-        pv=np.add.reduceat(cols.pv, starts),
-        trade_count=(
-            np.diff(starts, append=n)
-            if cols.trade_count is None
-            else np.add.reduceat(cols.trade_count, starts)
-        ),
-    )
-
-
-def _precedes(a: _Bars, a_side: str, b: _Bars, b_side: str) -> np.ndarray:
-    """Elementwise whether a's ``a_side`` trade comes before b's ``b_side`` trade.
-
-    ``*_side`` is ``"open"`` or ``"close"``; trades are ordered by (ts, seq, price).
-    """
-    ts_a, seq_a, price_a = (getattr(a, a_side + suffix) for suffix in ("_ts", "_seq", ""))
-    ts_b, seq_b, price_b = (getattr(b, b_side + suffix) for suffix in ("_ts", "_seq", ""))
-    return (ts_a < ts_b) | ((ts_a == ts_b) & ((seq_a < seq_b) | ((seq_a == seq_b) & (price_a < price_b))))
-
-
-def _combine(old: _Bars, new: _Bars) -> _Bars:
-    """Merge two partial bars of the same keys, row by row."""
-    new_opens = _precedes(new, "open", old, "open")
-    new_closes = _precedes(old, "close", new, "close")
-    merged = {name: np.where(new_opens, getattr(new, name), getattr(old, name)) for name in _OPEN_FIELDS}
-    merged.update(
-        {name: np.where(new_closes, getattr(new, name), getattr(old, name)) for name in _CLOSE_FIELDS}
-    )
-    return old._replace(
-        **merged,
-        high=np.maximum(old.high, new.high),
-        low=np.minimum(old.low, new.low),
-        volume=old.volume + new.volume,
-        pv=old.pv + new.pv,
-        trade_count=old.trade_count + new.trade_count,
-    )
-
-
-def _merge(state: _Bars, new: _Bars) -> tuple[_Bars, _Bars]:
-    """Merge partial bars ``new`` into open bars ``state``.
-
-    Both are sorted by (symbol, ts) with unique keys. Returns the new state, sorted
-    likewise, and the merged values of the ``new`` keys (the touched bars, in the
-    order of ``new``). Updates the arrays of ``state`` and ``new`` in place (``new``
-    is consumed).
-    """
-    if state.size == 0:
-        return new, new
-    state_key = _pack(state.symbol, state.ts)
-    new_key = _pack(new.symbol, new.ts)
-    position = np.searchsorted(state_key, new_key)
-    hit = state_key[np.minimum(position, state.size - 1)] == new_key
-    if hit.any():
-        at = position[hit]
-        combined = _combine(state.take(at), new.take(hit))
-        for state_column, new_column, value in zip(state, new, combined):
-            state_column[at] = value
-            new_column[hit] = value
-    miss = np.flatnonzero(~hit)
-    if len(miss):
-        # Interleave the new keys into the sorted state: one scatter per column.
-        before = position[miss]  # state row each new key goes before
-        new_rows = before + np.arange(len(miss))
-        state_rows = np.arange(state.size) + np.searchsorted(before, np.arange(state.size), side="right")
-        merged = []
-        for state_column, new_column in zip(state, new):
-            column = np.empty(state.size + len(miss), dtype=state_column.dtype)
-            column[state_rows] = state_column
-            column[new_rows] = new_column[miss]
-            merged.append(column)
-        state = _Bars(*merged)
-    return state, new
-
-
 def _floats(column: pa.Array) -> np.ndarray:
     """A float64 column as numpy, nulls as NaN."""
     return column.to_numpy(zero_copy_only=False)
@@ -367,7 +144,7 @@ def _iso(ts: int) -> str:
     """``ts`` (int ns UTC) as ISO-8601 with nanoseconds, e.g. ``2012-06-21T13:30:00.5Z``."""
     if ts in (_NO_WATERMARK, _END_OF_STREAM):
         return "end-of-stream" if ts == _END_OF_STREAM else "none"
-    seconds, nanos = divmod(int(ts), _NS_PER_S)
+    seconds, nanos = divmod(int(ts), NS_PER_S)
     text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
 
@@ -400,7 +177,7 @@ class BarEngine(Operator):
 
     # ------------------------------------------------------------------ symbols
     def _reset(self) -> None:
-        self._open_bars = {tf: _Bars.empty() for tf in self._timeframes}
+        self._open_bars = {tf: BarArrays.empty() for tf in self._timeframes}
         self._touched: dict[int, list[np.ndarray]] = {}  # tf -> packed keys touched since the last watermark
         self._symbols: list[str] = []
         self._symbol_ids: dict[str, int] = {}
@@ -415,10 +192,10 @@ class BarEngine(Operator):
         }
         self._confirmed = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
         self._corrected = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
-        # amend: confirmed bars kept for corrections, per timeframe: one sorted _Bars and
+        # amend: confirmed bars kept for corrections, per timeframe: one sorted BarArrays and
         # the chunks confirmed since it was last consolidated (each sorted, keys disjoint)
-        self._final: dict[int, _Bars] = {tf: _Bars.empty() for tf in self._timeframes}
-        self._final_chunks: dict[int, list[_Bars]] = {tf: [] for tf in self._timeframes}
+        self._final: dict[int, BarArrays] = {tf: BarArrays.empty() for tf in self._timeframes}
+        self._final_chunks: dict[int, list[BarArrays]] = {tf: [] for tf in self._timeframes}
         # forming_interval_ns > 0: per timeframe, packed keys of open bars and the
         # watermark of their last forming row (sorted by key)
         self._formed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -476,8 +253,8 @@ class BarEngine(Operator):
         if trades.num_rows == 0:
             return []
         ticks, quarantine = self._valid_trades(trades)
-        touched: list[tuple[int, _Bars]] = []  # (timeframe index, open bars this batch touched)
-        late_bars: list[tuple[int, _Bars]] = []  # amend: (timeframe index, partial bars of confirmed keys)
+        touched: list[tuple[int, BarArrays]] = []  # (timeframe index, open bars this batch touched)
+        late_bars: list[tuple[int, BarArrays]] = []  # amend: (timeframe index, partial bars of confirmed keys)
         if ticks.ts.size and self._watermark != _NO_WATERMARK:
             ticks, rejected = self._late_ticks(trades, ticks)
             quarantine += rejected
@@ -491,7 +268,7 @@ class BarEngine(Operator):
             emits += self._amend(late_bars)
         if self.params.emit_forming:
             for tf, bars in touched:
-                self._touched.setdefault(tf, []).append(_pack(bars.symbol, bars.ts))
+                self._touched.setdefault(tf, []).append(pack_key(bars.symbol, bars.ts))
         if quarantine:
             emits.append(("quarantine", pa.RecordBatch.from_pylist(quarantine, schema=QUARANTINE)))
         return emits
@@ -519,11 +296,11 @@ class BarEngine(Operator):
         that old (in watermark time) go out; the others stay touched for later.
         """
         interval = self.ctx.forming_interval_ns
-        parts: list[tuple[int, _Bars]] = []
+        parts: list[tuple[int, BarArrays]] = []
         held: dict[int, list[np.ndarray]] = {}
         for tf, keys in self._touched.items():
             bars = self._open_bars[tf]
-            packed = _pack(bars.symbol, bars.ts)
+            packed = pack_key(bars.symbol, bars.ts)
             still_open = np.isin(packed, np.concatenate(keys))
             if interval > 0:
                 still_open = self._throttle(tf, packed, still_open, held)
@@ -557,9 +334,9 @@ class BarEngine(Operator):
         return ready
 
     # ------------------------------------------------------------------ internals
-    def _valid_trades(self, trades: pa.RecordBatch) -> tuple[_Trades, list[dict[str, Any]]]:
+    def _valid_trades(self, trades: pa.RecordBatch) -> tuple[Trades, list[dict[str, Any]]]:
         """The batch's trades as arrays, without malformed ones, and their quarantine rows."""
-        ticks = _Trades(
+        ticks = Trades(
             symbol=self._symbol_codes(trades.column("symbol")),
             ts=trades.column("ts").to_numpy(),
             seq=trades.column("seq").to_numpy(),
@@ -568,12 +345,12 @@ class BarEngine(Operator):
             row=np.arange(trades.num_rows),
         )
         valid = np.isfinite(ticks.price) & np.isfinite(ticks.size) & (ticks.size >= 0)
-        valid &= (ticks.ts > _TS_MIN) & (ticks.ts < _TS_MAX)
+        valid &= (ticks.ts > TS_MIN) & (ticks.ts < TS_MAX)
         if valid.all():
             return ticks, []
         return ticks.take(valid), self._invalid_rows(trades, np.flatnonzero(~valid))
 
-    def _apply_intraday(self, ticks: _Trades, touched: list, late_bars: list) -> None:
+    def _apply_intraday(self, ticks: Trades, touched: list, late_bars: list) -> None:
         """Reduce sorted trades to intraday bars, finest timeframe first, and merge them.
 
         Each coarser timeframe is reduced from the finer one's bars. Merged open bars go
@@ -584,20 +361,20 @@ class BarEngine(Operator):
             return
         wm = self._watermark
         maybe_late = wm != _NO_WATERMARK and int(ticks.ts.min()) < wm
-        cols = _Columns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
+        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
         keys, key_ts = ticks.symbol, ticks.ts
         levels = []
         for tf, tf_ns in self._intraday:
             bar_ts = key_ts // tf_ns * tf_ns
-            bars = _reduce(cols, keys, bar_ts, _group_starts(keys, bar_ts))
+            bars = reduce_bars(cols, keys, bar_ts, group_starts(keys, bar_ts))
             levels.append((tf, bars._replace(end=bars.ts + tf_ns)))
-            cols, keys, key_ts = _Columns.of_bars(bars), bars.symbol, bars.ts
+            cols, keys, key_ts = TradeColumns.of_bars(bars), bars.symbol, bars.ts
         for tf, bars in levels:  # merged only now: merging consumes the bars
             if maybe_late:
                 bars = self._split_confirmed(tf, bars, late_bars)
             self._merge_into(tf, bars, touched)
 
-    def _apply_daily(self, ticks: _Trades, touched: list, late_bars: list) -> None:
+    def _apply_daily(self, ticks: Trades, touched: list, late_bars: list) -> None:
         """Reduce sorted in-session trades to ``1d`` bars and merge them (see :meth:`_apply_intraday`)."""
         opens, closes, keep = self._sessions_of(ticks.symbol, ticks.ts)
         self._counts["outside_session"] += len(keep) - int(np.count_nonzero(keep))
@@ -605,14 +382,14 @@ class BarEngine(Operator):
             if not keep.any():
                 return
             ticks, opens, closes = ticks.take(keep), opens[keep], closes[keep]
-        starts = _group_starts(ticks.symbol, opens)
-        cols = _Columns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
-        bars = _reduce(cols, ticks.symbol, opens, starts)._replace(end=closes[starts])
+        starts = group_starts(ticks.symbol, opens)
+        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
+        bars = reduce_bars(cols, ticks.symbol, opens, starts)._replace(end=closes[starts])
         if self._watermark != _NO_WATERMARK:
             bars = self._split_confirmed(self._daily, bars, late_bars)
         self._merge_into(self._daily, bars, touched)
 
-    def _split_confirmed(self, tf: int, bars: _Bars, late_bars: list) -> _Bars:
+    def _split_confirmed(self, tf: int, bars: BarArrays, late_bars: list) -> BarArrays:
         """The bars still open; those already confirmed (end <= watermark) go to ``late_bars``."""
         confirmed = bars.end <= self._watermark
         if not confirmed.any():
@@ -635,14 +412,14 @@ class BarEngine(Operator):
                 opens[mask], closes[mask], in_session[mask] = sessions.locate(ts[mask])
         return opens, closes, in_session
 
-    def _merge_into(self, tf: int, bars: _Bars, touched: list[tuple[int, _Bars]]) -> None:
+    def _merge_into(self, tf: int, bars: BarArrays, touched: list[tuple[int, BarArrays]]) -> None:
         if bars.size:
-            self._open_bars[tf], merged = _merge(self._open_bars[tf], bars)
+            self._open_bars[tf], merged = merge_bars(self._open_bars[tf], bars)
             touched.append((tf, merged))
 
     def _confirm(self, watermark: int) -> list[Emit]:
         """Emit and drop every open bar with end ``<= watermark``."""
-        done: list[tuple[int, _Bars]] = []
+        done: list[tuple[int, BarArrays]] = []
         amend = self.ctx.late_policy == "amend"
         for tf, bars in self._open_bars.items():
             ended = bars.end <= watermark
@@ -654,7 +431,7 @@ class BarEngine(Operator):
                     self._keep_final(tf, done[-1][1])
         return [("bars", self._bars_batch(done, BAR_CONFIRMED))] if done else []
 
-    def _bars_batch(self, parts: list[tuple[int, _Bars]], status: str) -> pa.RecordBatch:
+    def _bars_batch(self, parts: list[tuple[int, BarArrays]], status: str) -> pa.RecordBatch:
         """A BAR batch of ``(timeframe index, bars)`` parts, sorted by (symbol, timeframe, ts).
 
         The output never shares memory with the engine's state.
@@ -662,7 +439,7 @@ class BarEngine(Operator):
         symbol = np.concatenate([b.symbol for _, b in parts])
         ts = np.concatenate([b.ts for _, b in parts])
         tf = np.concatenate([np.full(b.size, t, dtype=np.int64) for t, b in parts])
-        order = np.argsort(_pack(self._name_rank[symbol] * len(TIMEFRAMES) + tf, ts), kind="stable")
+        order = np.argsort(pack_key(self._name_rank[symbol] * len(TIMEFRAMES) + tf, ts), kind="stable")
 
         def column(name: str) -> np.ndarray:
             return np.concatenate([getattr(b, name) for _, b in parts])[order]
@@ -687,7 +464,7 @@ class BarEngine(Operator):
         return pa.RecordBatch.from_arrays(columns, schema=BAR)
 
     # ------------------------------------------------------------------ late trades
-    def _late_ticks(self, trades: pa.RecordBatch, ticks: _Trades) -> tuple[_Trades, list[dict[str, Any]]]:
+    def _late_ticks(self, trades: pa.RecordBatch, ticks: Trades) -> tuple[Trades, list[dict[str, Any]]]:
         """Apply the late policy to trades with ``ts`` < the watermark.
 
         Returns:
@@ -714,7 +491,7 @@ class BarEngine(Operator):
             why = "late_policy drop"
         return ticks.take(~late), self._late_rows(trades, ticks, np.flatnonzero(late), why)
 
-    def _late_rows(self, trades: pa.RecordBatch, ticks: _Trades, positions: np.ndarray, why: str) -> list[dict]:
+    def _late_rows(self, trades: pa.RecordBatch, ticks: Trades, positions: np.ndarray, why: str) -> list[dict]:
         """Quarantine rows (reason ``late``) for the trades at ``positions``; counts them."""
         self._counts["late_quarantined"] += len(positions)
         watermark = f"{_iso(self._watermark)} ({self._watermark})"
@@ -738,42 +515,42 @@ class BarEngine(Operator):
             )
         return rows
 
-    def _keep_final(self, tf: int, bars: _Bars) -> None:
+    def _keep_final(self, tf: int, bars: BarArrays) -> None:
         """Amend: keep just-confirmed ``bars`` (sorted, new keys) for later corrections."""
         chunks = self._final_chunks[tf]
         chunks.append(bars)
         if len(chunks) >= _CONSOLIDATE_CHUNKS:
             self._consolidate(tf)
 
-    def _consolidate(self, tf: int) -> _Bars:
-        """Merge the kept chunks of ``tf`` into one sorted _Bars, dropping bars that ended
+    def _consolidate(self, tf: int) -> BarArrays:
+        """Merge the kept chunks of ``tf`` into one sorted BarArrays, dropping bars that ended
         before ``watermark - amend_window_ms`` (no late trade accepted for amending can reach them)."""
         parts = [self._final[tf], *self._final_chunks[tf]]
         self._final_chunks[tf] = []
-        merged = _Bars(*(np.concatenate(columns) for columns in zip(*parts)))
+        merged = BarArrays(*(np.concatenate(columns) for columns in zip(*parts)))
         if self._watermark not in (_NO_WATERMARK, _END_OF_STREAM):
             keep = merged.end > self._watermark - self.params.amend_window_ms * 1_000_000
             if not keep.all():
                 merged = merged.take(keep)
-        order = np.argsort(_pack(merged.symbol, merged.ts), kind="stable")
+        order = np.argsort(pack_key(merged.symbol, merged.ts), kind="stable")
         self._final[tf] = merged.take(order)
         return self._final[tf]
 
-    def _amend(self, late_bars: list[tuple[int, _Bars]]) -> list[Emit]:
+    def _amend(self, late_bars: list[tuple[int, BarArrays]]) -> list[Emit]:
         """Merge partial bars of late trades into the kept confirmed bars; emit the results.
 
         Returns:
             ``bars`` batches: ``corrected`` rows for bars that were confirmed before, and
             ``confirmed`` rows for bars the watermark passed while they had no trades.
         """
-        corrected: list[tuple[int, _Bars]] = []
-        first: list[tuple[int, _Bars]] = []
+        corrected: list[tuple[int, BarArrays]] = []
+        first: list[tuple[int, BarArrays]] = []
         for tf, bars in late_bars:
             kept = self._consolidate(tf) if self._final_chunks[tf] else self._final[tf]
-            kept_keys, keys = _pack(kept.symbol, kept.ts), _pack(bars.symbol, bars.ts)
+            kept_keys, keys = pack_key(kept.symbol, kept.ts), pack_key(bars.symbol, bars.ts)
             position = np.minimum(np.searchsorted(kept_keys, keys), max(len(kept_keys) - 1, 0))
             known = (kept_keys[position] == keys) if len(kept_keys) else np.zeros(len(keys), dtype=bool)
-            self._final[tf], merged = _merge(kept, bars)
+            self._final[tf], merged = merge_bars(kept, bars)
             if known.any():
                 corrected.append((tf, merged.take(known)))
                 np.add.at(self._corrected[:, tf], merged.symbol[known], 1)
@@ -877,12 +654,12 @@ class BarEngine(Operator):
         self._refresh_symbols()
         self._watermark = int(state["watermark"])
         self._open_bars = {
-            _TF_INDEX[tf]: _Bars(**{k: v.copy() for k, v in columns.items()})
+            _TF_INDEX[tf]: BarArrays(**{k: v.copy() for k, v in columns.items()})
             for tf, columns in state["open_bars"].items()
         }
         self._touched = {_TF_INDEX[tf]: [k.copy() for k in keys] for tf, keys in state["touched"].items()}
         self._final = {
-            _TF_INDEX[tf]: _Bars(**{k: v.copy() for k, v in columns.items()}) for tf, columns in state["final"].items()
+            _TF_INDEX[tf]: BarArrays(**{k: v.copy() for k, v in columns.items()}) for tf, columns in state["final"].items()
         }
         self._formed = {_TF_INDEX[tf]: (k.copy(), t.copy()) for tf, (k, t) in state["formed"].items()}
         self._counts = dict(state["counts"])

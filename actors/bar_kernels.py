@@ -1,0 +1,267 @@
+"""Vectorised kernels of the bar engine: bars as parallel numpy arrays, reduce, merge.
+
+No per-tick Python: a batch sorted by (symbol id, ts, seq, price) is reduced to partial
+bars per contiguous (symbol, bar) group with ``ufunc.reduceat``; partial bars merge into
+the open bars (sorted by a packed int64 key) with ``np.searchsorted`` and vectorised
+pairwise combines. Open and close keep the (ts, seq) of their trades, so two partial
+bars of one key combine exactly whatever the arrival order. Used by ``actors/bars.py``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "BAR_DTYPES",
+    "BarArrays",
+    "CLOSE_FIELDS",
+    "KEY_OFFSET_S",
+    "KEY_SHIFT",
+    "NS_PER_S",
+    "OPEN_FIELDS",
+    "TS_MAX",
+    "TS_MIN",
+    "TradeColumns",
+    "Trades",
+    "combine_bars",
+    "group_starts",
+    "merge_bars",
+    "pack_key",
+    "precedes",
+    "reduce_bars",
+]
+
+# Sort keys pack (major, bar open second) into one int64: major << 34 | (second + 2**33).
+# Bar open times are whole seconds (intraday bars are >= 1 s and epoch-aligned; session
+# boundaries are whole seconds), so the key is unique per bar. Trades must lie within
+# 2**33 s (272 years) of the epoch; others are quarantined as invalid.
+KEY_SHIFT = 34
+KEY_OFFSET_S = 1 << 33
+NS_PER_S = 1_000_000_000
+TS_MIN = (-KEY_OFFSET_S + 2 * 86_400) * NS_PER_S
+TS_MAX = (KEY_OFFSET_S - 2 * 86_400) * NS_PER_S
+
+
+def pack_key(major: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """One sortable int64 key per row of (major < 2**28, ts int64 ns at whole seconds)."""
+    return (major.astype(np.int64) << KEY_SHIFT) + (ts // NS_PER_S + KEY_OFFSET_S)
+
+
+class BarArrays(NamedTuple):
+    """Bars as parallel 1-D arrays, one row per bar, sorted by (symbol, ts) unless noted.
+
+    Besides OHLCV each bar keeps the (ts, seq) of its opening and closing trades and
+    ``pv = sum(price * size)``, so that two partial bars of one key merge exactly.
+    """
+
+    symbol: np.ndarray  # int32 engine symbol id
+    ts: np.ndarray  # int64 ns UTC, bar open time
+    end: np.ndarray  # int64 ns UTC, bar end (exclusive)
+    open: np.ndarray  # float64
+    open_ts: np.ndarray  # int64 ns UTC of the opening trade
+    open_seq: np.ndarray  # int64
+    high: np.ndarray  # float64
+    low: np.ndarray  # float64
+    close: np.ndarray  # float64
+    close_ts: np.ndarray  # int64 ns UTC of the closing trade
+    close_seq: np.ndarray  # int64
+    volume: np.ndarray  # float64, sum(size)
+    pv: np.ndarray  # float64, sum(price * size)
+    trade_count: np.ndarray  # int64
+
+    @property
+    def size(self) -> int:
+        """Number of bars."""
+        return len(self.ts)
+
+    def take(self, index: np.ndarray) -> BarArrays:
+        """Rows at ``index`` (int positions or bool mask), as new arrays."""
+        return BarArrays(*(column[index] for column in self))
+
+    @classmethod
+    def empty(cls) -> BarArrays:
+        """No bars."""
+        return cls(*(np.empty(0, dtype=dtype) for dtype in BAR_DTYPES))
+
+
+BAR_DTYPES = [np.int32, np.int64, np.int64, np.float64, np.int64, np.int64, np.float64]
+BAR_DTYPES += [np.float64, np.float64, np.int64, np.int64, np.float64, np.float64, np.int64]
+OPEN_FIELDS = ("open", "open_ts", "open_seq")
+CLOSE_FIELDS = ("close", "close_ts", "close_seq")
+
+
+class TradeColumns(NamedTuple):
+    """Per-row inputs of a reduction: ticks (open = high = low = close = price) or bars."""
+
+    open: np.ndarray
+    open_ts: np.ndarray
+    open_seq: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    close_ts: np.ndarray
+    close_seq: np.ndarray
+    volume: np.ndarray
+    pv: np.ndarray
+    trade_count: np.ndarray | None  # None: one trade per row
+
+    @classmethod
+    def of_ticks(cls, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray) -> TradeColumns:
+        """Trades as one-trade bars."""
+        return cls(price, ts, seq, price, price, price, ts, seq, size, price * size, None)
+
+    @classmethod
+    def of_bars(cls, bars: BarArrays) -> TradeColumns:
+        """Partial bars, to be reduced to a coarser timeframe."""
+        return cls(*(getattr(bars, name) for name in cls._fields))
+
+
+class Trades(NamedTuple):
+    """The valid trades of one batch as parallel arrays, shape (n,)."""
+
+    symbol: np.ndarray  # int32 engine symbol id
+    ts: np.ndarray  # int64 ns UTC
+    seq: np.ndarray  # int64
+    price: np.ndarray  # float64
+    size: np.ndarray  # float64
+    row: np.ndarray  # int64 row in the batch's trades, for quarantine text
+
+    def take(self, index: np.ndarray) -> Trades:
+        """Rows at ``index`` (int positions or bool mask), as new arrays."""
+        return Trades(*(column[index] for column in self))
+
+    def is_sorted(self) -> bool:
+        """Whether rows are in non-decreasing (symbol, ts, seq, price) order."""
+        if np.any(self.symbol[1:] < self.symbol[:-1]):
+            return False
+        tie = self.symbol[1:] == self.symbol[:-1]
+        for column in (self.ts, self.seq, self.price):
+            if np.any(tie & (column[1:] < column[:-1])):
+                return False
+            tie &= column[1:] == column[:-1]
+            if not tie.any():
+                return True
+        return True
+
+    def sorted(self, symbols: int) -> Trades:
+        """Rows in (symbol, ts, seq, price) order; ``symbols`` = number of symbol ids.
+
+        Feeds are usually time-ordered per symbol, so a stable radix sort by symbol
+        suffices; otherwise a full ``lexsort``.
+        """
+        if self.is_sorted():
+            return self
+        narrow = self.symbol.astype(np.uint16) if symbols <= 1 << 16 else self.symbol
+        by_symbol = self.take(np.argsort(narrow, kind="stable"))
+        if by_symbol.is_sorted():
+            return by_symbol
+        return self.take(np.lexsort((self.price, self.seq, self.ts, self.symbol)))
+
+
+def group_starts(symbol: np.ndarray, bar_ts: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal (symbol, bar_ts) in rows sorted by (symbol, bar_ts)."""
+    change = np.empty(len(bar_ts), dtype=bool)
+    change[0] = True
+    np.not_equal(bar_ts[1:], bar_ts[:-1], out=change[1:])
+    change[1:] |= symbol[1:] != symbol[:-1]
+    return np.flatnonzero(change)
+
+
+def reduce_bars(cols: TradeColumns, symbol: np.ndarray, bar_ts: np.ndarray, starts: np.ndarray) -> BarArrays:
+    """One bar per contiguous group: rows ``starts[i]:starts[i+1]`` form bar ``i``.
+
+    Rows must be in (ts, seq, price) order within each group, so that a group's
+    first row holds its open and its last row its close. ``end`` is left equal to
+    ``ts``; the caller replaces it.
+    """
+    n = len(bar_ts)
+    last = np.empty_like(starts)
+    last[:-1] = starts[1:] - 1
+    last[-1] = n - 1
+    ts = bar_ts[starts]
+    return BarArrays(
+        symbol=symbol[starts],
+        ts=ts,
+        end=ts,
+        open=cols.open[starts],
+        open_ts=cols.open_ts[starts],
+        open_seq=cols.open_seq[starts],
+        high=np.maximum.reduceat(cols.high, starts),
+        low=np.minimum.reduceat(cols.low, starts),
+        close=cols.close[last],
+        close_ts=cols.close_ts[last],
+        close_seq=cols.close_seq[last],
+        volume=np.add.reduceat(cols.volume, starts),
+        pv=np.add.reduceat(cols.pv, starts),
+        trade_count=(
+            np.diff(starts, append=n)
+            if cols.trade_count is None
+            else np.add.reduceat(cols.trade_count, starts)
+        ),
+    )
+
+
+def precedes(a: BarArrays, a_side: str, b: BarArrays, b_side: str) -> np.ndarray:
+    """Elementwise whether a's ``a_side`` trade comes before b's ``b_side`` trade.
+
+    ``*_side`` is ``"open"`` or ``"close"``; trades are ordered by (ts, seq, price).
+    """
+    ts_a, seq_a, price_a = (getattr(a, a_side + suffix) for suffix in ("_ts", "_seq", ""))
+    ts_b, seq_b, price_b = (getattr(b, b_side + suffix) for suffix in ("_ts", "_seq", ""))
+    return (ts_a < ts_b) | ((ts_a == ts_b) & ((seq_a < seq_b) | ((seq_a == seq_b) & (price_a < price_b))))
+
+
+def combine_bars(old: BarArrays, new: BarArrays) -> BarArrays:
+    """Merge two partial bars of the same keys, row by row."""
+    new_opens = precedes(new, "open", old, "open")
+    new_closes = precedes(old, "close", new, "close")
+    merged = {name: np.where(new_opens, getattr(new, name), getattr(old, name)) for name in OPEN_FIELDS}
+    merged.update(
+        {name: np.where(new_closes, getattr(new, name), getattr(old, name)) for name in CLOSE_FIELDS}
+    )
+    return old._replace(
+        **merged,
+        high=np.maximum(old.high, new.high),
+        low=np.minimum(old.low, new.low),
+        volume=old.volume + new.volume,
+        pv=old.pv + new.pv,
+        trade_count=old.trade_count + new.trade_count,
+    )
+
+
+def merge_bars(state: BarArrays, new: BarArrays) -> tuple[BarArrays, BarArrays]:
+    """Merge partial bars ``new`` into open bars ``state``.
+
+    Both are sorted by (symbol, ts) with unique keys. Returns the new state, sorted
+    likewise, and the merged values of the ``new`` keys (the touched bars, in the
+    order of ``new``). Updates the arrays of ``state`` and ``new`` in place (``new``
+    is consumed).
+    """
+    if state.size == 0:
+        return new, new
+    state_key = pack_key(state.symbol, state.ts)
+    new_key = pack_key(new.symbol, new.ts)
+    position = np.searchsorted(state_key, new_key)
+    hit = state_key[np.minimum(position, state.size - 1)] == new_key
+    if hit.any():
+        at = position[hit]
+        combined = combine_bars(state.take(at), new.take(hit))
+        for state_column, new_column, value in zip(state, new, combined):
+            state_column[at] = value
+            new_column[hit] = value
+    miss = np.flatnonzero(~hit)
+    if len(miss):
+        # Interleave the new keys into the sorted state: one scatter per column.
+        before = position[miss]  # state row each new key goes before
+        new_rows = before + np.arange(len(miss))
+        state_rows = np.arange(state.size) + np.searchsorted(before, np.arange(state.size), side="right")
+        merged = []
+        for state_column, new_column in zip(state, new):
+            column = np.empty(state.size + len(miss), dtype=state_column.dtype)
+            column[state_rows] = state_column
+            column[new_rows] = new_column[miss]
+            merged.append(column)
+        state = BarArrays(*merged)
+    return state, new
