@@ -1,10 +1,26 @@
-"""The ``sql_store`` sink: idempotent upserts of confirmed bars and quarantine rows.
+"""The ``sql_store`` sink: idempotent upserts of bars, signals, ticks and quarantine rows.
 
-Input stream -> table: ``bars`` -> ``bars_ohlcv`` (confirmed rows only), ``quarantine``
--> ``quarantine`` (tables: ``db/tables.py``). Neither table has a wall-clock column,
-and every write is an ``INSERT ... ON CONFLICT (primary key) DO UPDATE``: running the
-same job twice leaves identical rows, and a bar re-sent with new values (a late-tick
-correction) is updated in place.
+Input stream -> table (tables: ``db/tables.py``):
+
+============== =============== ===========================================================
+stream         table           rows written
+============== =============== ===========================================================
+``bars``       ``bars_ohlcv``  status ``confirmed`` and ``corrected`` (``forming`` ignored)
+``signals``    ``signals``     every row; ``created_at`` set on first insert only
+``ticks``      ``tick_data``   every row (TICK)
+``quarantine`` ``quarantine``  every row
+============== =============== ===========================================================
+
+Every write is an ``INSERT ... ON CONFLICT (primary key) DO UPDATE`` that changes a
+stored row only when a value differs: running the same job twice leaves identical rows,
+and a bar re-sent with new values (a late-tick correction, status ``corrected``) is
+updated in place. ``signals.created_at`` (int64 ns UTC, the wall clock of the flush that
+first inserted the row, from ``ctx.clock_ns``) is never touched by the update, so a
+re-run keeps it too: identical rows, including ``created_at``.
+
+A process-local bar cache (``db/cache.py``) registered for the same URL is told about
+every committed ``bars_ohlcv`` write, so reads through it in this process see the
+store's writes as soon as the flush has committed.
 
 The operator API is synchronous; :class:`SqlStore` drives its async engine on a
 private event loop running on its own thread, so a flush proceeds while the next
@@ -15,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import threading
+import time
 from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,16 +45,36 @@ import sqlalchemy as sa
 from pydantic import ConfigDict, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import StoreError, absolute_sqlite_url, async_url, create_engine, gc_paused, mask_url, secret_forms, upsert_sql
-from db.tables import bars_ohlcv, metadata, quarantine
+from db.engine import (
+    StoreError,
+    absolute_sqlite_url,
+    async_url,
+    create_engine,
+    gc_paused,
+    mask_url,
+    pg_copy_upsert_sql,
+    secret_forms,
+    upsert_sql,
+)
+from db import cache as bar_cache
+from db.tables import bars_ohlcv, metadata, quarantine, signals, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import BAR_CONFIRMED
+from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED
 
-__all__ = ["STREAM_TABLES", "SqlStore", "SqlStoreParams"]
+__all__ = ["STREAM_TABLES", "STORED_BAR_STATUSES", "SqlStore", "SqlStoreParams"]
 
 #: Input stream name -> the table it is written to.
-STREAM_TABLES: dict[str, sa.Table] = {"bars": bars_ohlcv, "quarantine": quarantine}
-_SOURCE_SCHEMAS = {"bars": "BAR", "quarantine": "QUARANTINE"}  # names, for errors
+STREAM_TABLES: dict[str, sa.Table] = {
+    "bars": bars_ohlcv,
+    "quarantine": quarantine,
+    "signals": signals,
+    "ticks": tick_data,
+}
+_SOURCE_SCHEMAS = {"bars": "BAR", "quarantine": "QUARANTINE", "signals": "SIGNAL", "ticks": "TICK"}  # for errors
+#: Bar statuses written to ``bars_ohlcv`` (a correction overwrites the confirmed row).
+STORED_BAR_STATUSES = (BAR_CONFIRMED, BAR_CORRECTED)
+#: Columns the store fills itself (not in the input batches): table -> column.
+_STORE_COLUMNS = {"signals": "created_at"}
 
 
 # -- the operator ----------------------------------------------------------------------
@@ -78,15 +116,30 @@ class SqlStoreParams(Params):
 
 
 T = TypeVar("T")
+#: Rows per SQLite upsert statement (multi-row VALUES; see ``db.engine.upsert_sql``).
+_SQLITE_ROWS_PER_STATEMENT = 64
+
+
+class _Statements(NamedTuple):
+    """The compiled upserts of one table: one row per statement, ``rows`` per statement
+    (SQLite), and the ``COPY`` path's (stage, create, merge) statements (PostgreSQL)."""
+
+    single: str
+    multi: str | None
+    rows: int
+    copy: tuple[str, str, str] | None = None
+_STORED_STATUSES = pa.array(STORED_BAR_STATUSES)
 _CHUNK_ROWS = 8192  # rows per executemany inside a flush
 
 
 class SqlStore(Operator):
-    """Buffers confirmed bars and quarantine rows and upserts them into SQL tables.
+    """Buffers bars, signals, ticks and quarantine rows and upserts them into SQL tables.
 
-    Input streams:
-        ``bars``: BAR batches; rows with ``status == "confirmed"`` go to ``bars_ohlcv``,
-        forming rows are ignored (counted in metrics).
+    Input streams (see the module docstring for the tables):
+        ``bars``: BAR batches; rows with status ``confirmed`` or ``corrected`` go to
+        ``bars_ohlcv``, forming rows are ignored (counted in metrics).
+        ``signals``: SIGNAL batches, to ``signals`` (``created_at`` added at flush).
+        ``ticks``: TICK batches, to ``tick_data``.
         ``quarantine``: QUARANTINE batches, to the ``quarantine`` table.
 
     Flushes (one transaction each) happen when ``batch_rows`` rows are buffered, on a
@@ -102,8 +155,12 @@ class SqlStore(Operator):
     the restarted job's replay rewrite them.
 
     SQLite connections get ``PRAGMA journal_mode=WAL`` and ``synchronous=NORMAL``.
-    Rows are sent as plain tuples through ``exec_driver_sql`` with a statement compiled
-    once per dialect, one ``executemany`` per chunk of 8,192 rows; the next chunk is
+    Rows are sorted by primary key (on the store's thread) and sent as plain tuples
+    through ``exec_driver_sql`` with statements compiled once per dialect, one
+    ``executemany`` per chunk of 8,192 rows (SQLite: 64 rows per statement,
+    ``VALUES (...), (...)``). PostgreSQL takes the rows by ``COPY`` into a temporary
+    stage and merges them with one ``INSERT ... SELECT ... ON CONFLICT`` per table
+    (same upsert semantics, one statement per table and flush); the next chunk is
     converted while the driver's thread executes the previous one, and the cyclic GC is
     paused during a flush. An upsert whose values equal the stored row skips the write
     (``WHERE ... IS DISTINCT FROM``), which makes a re-run cheaper.
@@ -128,10 +185,21 @@ class SqlStore(Operator):
         self._forming_ignored = 0
         self._flushes = 0
         self._last_flush_ns = ctx.clock_ns() if ctx.clock_ns is not None else None
+        # created_at of signal rows: the host's wall clock (a sink's bookkeeping, not event time)
+        self._wall_clock = ctx.clock_ns or time.time_ns
+        self._cache_key = bar_cache.cache_key(params.url)
         try:
             self._engine = self._create_engine()
+            dialect = self._engine.dialect
+            multi = _SQLITE_ROWS_PER_STATEMENT if dialect.name == "sqlite" else 1
             self._statements = {
-                stream: upsert_sql(table, self._engine.dialect) for stream, table in STREAM_TABLES.items()
+                stream: _Statements(
+                    single=upsert_sql(table, dialect),
+                    multi=upsert_sql(table, dialect, rows=multi) if multi > 1 else None,
+                    rows=multi,
+                    copy=pg_copy_upsert_sql(table) if dialect.name == "postgresql" else None,
+                )
+                for stream, table in STREAM_TABLES.items()
             }
             self._run(self._create_tables(), "creating the tables")
         except BaseException:
@@ -147,11 +215,12 @@ class SqlStore(Operator):
     # -- operator hooks ----------------------------------------------------------------
 
     def on_batch(self, stream: str, batch: pa.RecordBatch) -> list[Emit]:
-        """Buffer ``batch`` (BAR on ``bars``, QUARANTINE on ``quarantine``); flush if full.
+        """Buffer ``batch`` (BAR on ``bars``, SIGNAL on ``signals``, TICK on ``ticks``,
+        QUARANTINE on ``quarantine``); flush if full.
 
         Raises:
-            ValueError: ``stream`` is not ``bars`` or ``quarantine``, or the batch lacks
-                a column of the target table.
+            ValueError: ``stream`` is not one of those, or the batch lacks a column of
+                the target table.
             StoreError: the flush failed.
         """
         if stream not in STREAM_TABLES:
@@ -160,7 +229,9 @@ class SqlStore(Operator):
                 f"expected one of {', '.join(map(repr, STREAM_TABLES))}"
             )
         table = STREAM_TABLES[stream]
-        missing = [column.name for column in table.columns if column.name not in batch.schema.names]
+        own = _STORE_COLUMNS.get(table.name)
+        names = [column.name for column in table.columns if column.name != own]
+        missing = [name for name in names if name not in batch.schema.names]
         if stream == "bars" and "status" not in batch.schema.names:
             missing.append("status")
         if missing:
@@ -169,12 +240,12 @@ class SqlStore(Operator):
                 f"{missing} of the {_SOURCE_SCHEMAS[stream]} schema"
             )
         if stream == "bars":
-            confirmed = pc.equal(batch["status"], BAR_CONFIRMED)
-            kept = batch.filter(confirmed)
+            stored = pc.is_in(batch["status"], _STORED_STATUSES)
+            kept = batch if pc.all(stored).as_py() else batch.filter(stored)
             self._forming_ignored += batch.num_rows - kept.num_rows
             batch = kept
         if batch.num_rows:
-            self._buffers[stream].append(batch.select([column.name for column in table.columns]))
+            self._buffers[stream].append(batch.select(names))
             self._buffered_rows += batch.num_rows
         if self._buffered_rows >= self.params.batch_rows:
             self.flush(wait=False)
@@ -232,8 +303,9 @@ class SqlStore(Operator):
         self._settle()
         if self._buffered_rows == 0:
             return
+        now = self._wall_clock()
         work = [
-            (STREAM_TABLES[stream], self._statements[stream], batches)
+            (STREAM_TABLES[stream], self._statements[stream], self._with_store_columns(STREAM_TABLES[stream], batches, now))
             for stream, batches in self._buffers.items()
             if batches
         ]
@@ -271,6 +343,14 @@ class SqlStore(Operator):
 
     # -- internals ---------------------------------------------------------------------
 
+    @staticmethod
+    def _with_store_columns(table: sa.Table, batches: list[pa.RecordBatch], now_ns: int) -> list[pa.RecordBatch]:
+        """Append the columns the store fills itself (``signals.created_at`` = ``now_ns``)."""
+        own = _STORE_COLUMNS.get(table.name)
+        if own is None:
+            return batches
+        return [b.append_column(own, pa.array(np.full(b.num_rows, now_ns, dtype=np.int64))) for b in batches]
+
     def _create_engine(self) -> AsyncEngine:
         try:
             return create_engine(self._url)
@@ -283,26 +363,51 @@ class SqlStore(Operator):
 
     async def _upsert(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
         """One transaction; rows are converted to tuples chunk by chunk while the driver's
-        thread executes the previous chunk (SQLite releases the GIL while it steps)."""
+        thread executes the previous chunk (SQLite releases the GIL while it steps).
+        After the commit, bar caches of this process registered for the URL are told."""
         with gc_paused():
             await self._upsert_chunks(work)
+        for table, _, batches in work:
+            if table is bars_ohlcv:
+                bar_cache.notify_write(self._cache_key, batches)
 
-    async def _upsert_chunks(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
+    async def _upsert_chunks(self, work: list[tuple[sa.Table, _Statements, list[pa.RecordBatch]]]) -> None:
         async with self._engine.begin() as connection:
             pending: asyncio.Future | None = None
             try:
-                for table, sql, batches in work:
-                    for chunk in _chunks(batches, _CHUNK_ROWS):
-                        rows = _rows(chunk, table)
-                        if pending is not None:
-                            await pending
-                        pending = asyncio.ensure_future(connection.exec_driver_sql(sql, rows))
-                        await asyncio.sleep(0)  # let the task hand its rows to the driver
+                for table, statements, batches in work:
+                    if statements.copy is not None:
+                        await self._copy_upsert(connection, table, statements.copy, batches)
+                        continue
+                    for chunk in _chunks(_in_key_order(table, batches), _CHUNK_ROWS):
+                        for sql, params in _calls(chunk, table, statements):
+                            if pending is not None:
+                                await pending
+                            pending = asyncio.ensure_future(connection.exec_driver_sql(sql, params))
+                            await asyncio.sleep(0)  # let the task hand its rows to the driver
                 if pending is not None:
                     await pending
             finally:
                 if pending is not None and not pending.done():  # failed mid-flush: settle first
                     await asyncio.gather(pending, return_exceptions=True)
+
+    async def _copy_upsert(
+        self, connection: Any, table: sa.Table, statements: tuple[str, str, str], batches: list[pa.RecordBatch]
+    ) -> None:
+        """PostgreSQL: ``COPY`` the rows into a temporary stage, then one merging upsert
+        (``db.engine.pg_copy_upsert_sql``), inside the flush's transaction."""
+        stage, create, merge = statements
+        raw = (await connection.get_raw_connection()).driver_connection  # asyncpg
+        if not raw.is_in_transaction():  # SQLAlchemy begins lazily, on its first statement
+            await connection.exec_driver_sql("SELECT 1")
+        if not raw.is_in_transaction():
+            raise StoreError(f"sql_store {self.ctx.node_id!r}: the flush's transaction did not start on {self._masked_url}")
+        await raw.execute(create)
+        columns = [column.name for column in table.columns]
+        for chunk in _chunks(batches, _CHUNK_ROWS * 8):
+            await raw.copy_records_to_table(stage, records=_rows(chunk, table), columns=columns)
+        await raw.execute(merge)
+        await raw.execute(f"TRUNCATE {stage}")
 
     def _run(self, coroutine: Coroutine[Any, Any, T], action: str) -> T:
         try:
@@ -348,6 +453,34 @@ class _PrivateLoop(asyncio.SelectorEventLoop):
             raise
 
 
+def _in_key_order(table: sa.Table, batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """The rows grouped by the table's leading string key columns, in key order.
+
+    B-tree inserts near each other touch each page once: in SQLite a flush in key order
+    is about 15-40% faster than rows in arrival (time) order, where every row lands on
+    another symbol's page. Rows arrive in time order, so a stable sort by the leading
+    string key columns (provider, symbol, timeframe: integer ranks of their dictionary
+    values) leaves them nearly in full key order, at a fraction of a full string sort's
+    cost. Stable: of two rows with one key, the later still wins.
+    """
+    if sum(batch.num_rows for batch in batches) < 2:
+        return batches
+    rows = pa.Table.from_batches(batches).combine_chunks()
+    code = np.zeros(rows.num_rows, dtype=np.int64)
+    for column in table.primary_key.columns:
+        values = rows.column(column.name)
+        if not pa.types.is_string(values.type):
+            break
+        encoded = pc.dictionary_encode(values).combine_chunks()
+        names = encoded.dictionary.to_pylist()
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        code = code * len(names) + rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    if np.all(code[1:] >= code[:-1]):
+        return rows.to_batches()
+    return rows.take(pa.array(np.argsort(code, kind="stable"))).to_batches()
+
+
 def _chunks(batches: list[pa.RecordBatch], rows: int) -> Iterator[list[pa.RecordBatch]]:
     """Consecutive groups of batches of about ``rows`` rows each."""
     group: list[pa.RecordBatch] = []
@@ -360,6 +493,21 @@ def _chunks(batches: list[pa.RecordBatch], rows: int) -> Iterator[list[pa.Record
             group, size = [], 0
     if group:
         yield group
+
+
+def _calls(batches: list[pa.RecordBatch], table: sa.Table, statements: _Statements) -> list[tuple[str, list]]:
+    """The ``executemany`` calls for a chunk, in row order: multi-row statements taking
+    flattened groups of ``statements.rows`` rows, then the remaining rows one per statement."""
+    rows = _rows(batches, table)
+    if statements.multi is None or len(rows) < statements.rows:
+        return [(statements.single, rows)]
+    full = len(rows) // statements.rows * statements.rows
+    width = statements.rows * len(table.columns)
+    flat = list(itertools.chain.from_iterable(rows[:full]))
+    calls = [(statements.multi, [tuple(flat[i : i + width]) for i in range(0, len(flat), width)])]
+    if full < len(rows):
+        calls.append((statements.single, rows[full:]))
+    return calls
 
 
 def _rows(batches: list[pa.RecordBatch], table: sa.Table) -> list[tuple]:

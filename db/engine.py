@@ -8,7 +8,7 @@ log line or an error raised here; it is rendered as ``***`` (:func:`mask_url`).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "create_engine",
     "sqlite_pragmas",
     "upsert_sql",
+    "pg_copy_upsert_sql",
     "gc_paused",
 ]
 
@@ -112,25 +113,54 @@ def secret_forms(password: str | None) -> list[str]:
     return sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True)
 
 
+#: SQLite page cache per connection, KiB (negative PRAGMA value): 64 MiB keeps the
+#: B-tree pages of several hundred (symbol, timeframe) insertion points resident.
+SQLITE_CACHE_KIB = 65_536
+
+
 def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLite connect hook: WAL journal and synchronous=NORMAL (fast, crash-safe with WAL)."""
+    """SQLite connect hook: WAL journal and synchronous=NORMAL (fast, crash-safe with WAL),
+    a 64 MiB page cache (:data:`SQLITE_CACHE_KIB`)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 
-def upsert_sql(table: sa.Table, dialect: sa.engine.Dialect) -> str:
+def upsert_sql(
+    table: sa.Table, dialect: sa.engine.Dialect, insert_only: Iterable[str] | None = None, rows: int = 1
+) -> str:
     """``INSERT ... ON CONFLICT (pk) DO UPDATE`` for ``table``, compiled for ``dialect``.
 
-    The statement takes positional parameters in table column order (checked).
+    Args:
+        table: the target table.
+        dialect: the engine's dialect (sqlite or postgresql).
+        insert_only: columns written when a row is inserted and never updated (e.g.
+            ``signals.created_at``); default :data:`db.tables.INSERT_ONLY` for the table.
+        rows: rows per statement (SQLite only): ``VALUES (...), (...), ...`` with
+            ``rows`` groups of placeholders, parameters flattened row after row. One
+            statement per 64 rows instead of one per row makes SQLite bulk upserts
+            about 1.5x faster (fewer statement resets); rows sharing a key are applied
+            in order, the later winning, as with one row per statement.
+
+    The statement takes positional parameters in table column order (checked). An
+    existing row is updated only if some updatable value differs (``IS DISTINCT
+    FROM``), so re-sending identical rows writes nothing.
     """
+    if rows > 1 and dialect.name != "sqlite":
+        raise ValueError(f"multi-row upserts are for sqlite; {dialect.name} takes one row per statement")
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect.name)
     if insert is None:
         raise ValueError(f"sql_store supports sqlite and postgresql upserts, not {dialect.name!r}")
+    if insert_only is None:
+        from db.tables import INSERT_ONLY
+
+        insert_only = INSERT_ONLY.get(table.name, ())
+    keep = set(insert_only)
     statement = insert(table)
     key = [column.name for column in table.primary_key.columns]
-    values = [column for column in table.columns if not column.primary_key]
+    values = [column for column in table.columns if not column.primary_key and column.name not in keep]
     statement = statement.on_conflict_do_update(
         index_elements=key,
         set_={column.name: statement.excluded[column.name] for column in values},
@@ -144,7 +174,54 @@ def upsert_sql(table: sa.Table, dialect: sa.engine.Dialect) -> str:
             f"sql_store: driver {dialect.driver!r} does not take positional parameters in column "
             f"order (paramstyle {dialect.paramstyle!r})"
         )
-    return str(compiled)
+    sql = str(compiled)
+    if rows > 1:
+        group = "(" + ", ".join(["?"] * len(order)) + ")"
+        if sql.count(f"VALUES {group}") != 1:
+            raise ValueError(f"unexpected upsert statement for {table.name}: {sql[:120]}")
+        sql = sql.replace(f"VALUES {group}", "VALUES " + ", ".join([group] * rows))
+    return sql
+
+
+def pg_copy_upsert_sql(table: sa.Table, insert_only: Iterable[str] | None = None) -> tuple[str, str, str]:
+    """PostgreSQL bulk upsert through ``COPY``: statements for a staging table and the merge.
+
+    Rows are ``COPY``-ed into a session-local temporary table (``_seq`` numbers them
+    in arrival order) and merged with one ``INSERT ... SELECT DISTINCT ON (key) ...
+    ORDER BY key, _seq DESC ON CONFLICT (key) DO UPDATE ... WHERE ... IS DISTINCT FROM``:
+    the same semantics as :func:`upsert_sql` (of two rows with one key the later wins;
+    identical rows write nothing; ``insert_only`` columns are never updated), with one
+    statement per flush instead of one per row (``bench/store_write.py`` on the CI
+    machine: about 70k rows/s against 50k; the server's index maintenance dominates).
+
+    Returns:
+        ``(stage_name, create_stage_sql, merge_sql)``; the stage empties at each commit
+        (``ON COMMIT DELETE ROWS``).
+    """
+    if insert_only is None:
+        from db.tables import INSERT_ONLY
+
+        insert_only = INSERT_ONLY.get(table.name, ())
+    quote = postgresql.dialect().identifier_preparer.quote
+    keep = set(insert_only)
+    stage = f"tickgraph_stage_{table.name}"
+    columns = [quote(c.name) for c in table.columns]
+    key = [quote(c.name) for c in table.primary_key.columns]
+    values = [quote(c.name) for c in table.columns if not c.primary_key and c.name not in keep]
+    target = quote(table.name)
+    create = (
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DELETE ROWS; "
+        f"ALTER TABLE {stage} ADD COLUMN IF NOT EXISTS _seq bigserial"
+    )
+    changed = " OR ".join(f"{target}.{v} IS DISTINCT FROM excluded.{v}" for v in values)
+    merge = (
+        f"INSERT INTO {target} ({', '.join(columns)}) "
+        f"SELECT DISTINCT ON ({', '.join(key)}) {', '.join(columns)} FROM {stage} "
+        f"ORDER BY {', '.join(key)}, _seq DESC "
+        f"ON CONFLICT ({', '.join(key)}) DO "
+        + (f"UPDATE SET {', '.join(f'{v} = excluded.{v}' for v in values)} WHERE {changed}" if values else "NOTHING")
+    )
+    return stage, create, merge
 
 
 @contextmanager

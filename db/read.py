@@ -7,7 +7,7 @@ in fields the Arrow schema marks non-null as NaN.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,15 @@ from sqlalchemy.engine import URL
 from db.engine import create_engine, gc_paused
 from db.tables import arrow_schema, bars_ohlcv, metadata, quarantine
 
-__all__ = ["read_table", "read_table_async", "read_bars", "read_bars_async", "read_quarantine"]
+__all__ = [
+    "read_table",
+    "read_table_async",
+    "read_range_async",
+    "read_bars",
+    "read_bars_async",
+    "read_quarantine",
+    "distinct_values_async",
+]
 
 
 async def read_table_async(
@@ -44,6 +52,58 @@ async def read_table_async(
     statement = sa.select(table).order_by(*table.primary_key.columns)
     for name, value in (where or {}).items():
         statement = statement.where(table.c[name] == value)
+    return await _fetch(url, table, statement)
+
+
+async def read_range_async(
+    url: str | URL,
+    table: str | sa.Table,
+    *,
+    symbols: Sequence[str] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    where: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """Rows of a tickgraph table with ``start_ns <= ts < end_ns``, ordered by primary key.
+
+    Args:
+        url: SQLAlchemy URL.
+        table: the table or its name (it must have ``symbol`` and ``ts`` columns).
+        symbols: keep only these symbols (None: all).
+        start_ns, end_ns: half-open event-time range, int64 ns UTC (None: unbounded).
+        where: further ``{column: value}`` equality filters (e.g. ``timeframe``).
+
+    Returns:
+        An Arrow table of :func:`arrow_schema` (see :func:`read_table_async`).
+    """
+    table = table if isinstance(table, sa.Table) else metadata.tables[table]
+    statement = sa.select(table).order_by(*table.primary_key.columns)
+    if symbols is not None:
+        statement = statement.where(table.c.symbol.in_(list(symbols)))
+    if start_ns is not None:
+        statement = statement.where(table.c.ts >= int(start_ns))
+    if end_ns is not None:
+        statement = statement.where(table.c.ts < int(end_ns))
+    for name, value in (where or {}).items():
+        statement = statement.where(table.c[name] == value)
+    return await _fetch(url, table, statement)
+
+
+async def distinct_values_async(url: str | URL, table: str | sa.Table, column: str) -> list[Any]:
+    """The distinct non-null values of ``table.column``, sorted (e.g. the symbols stored)."""
+    table = table if isinstance(table, sa.Table) else metadata.tables[table]
+    statement = sa.select(table.c[column]).where(table.c[column].is_not(None)).distinct()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            values = (await connection.execute(statement)).scalars().all()
+    finally:
+        await engine.dispose()
+    return sorted(values)
+
+
+async def _fetch(url: str | URL, table: sa.Table, statement: sa.Select) -> pa.Table:
+    """Run ``statement`` (selecting every column of ``table``) into a typed Arrow table."""
     engine = create_engine(url)
     schema = arrow_schema(table)
     try:

@@ -6,9 +6,14 @@ in SQL even where the Arrow field is not: SQLite cannot store NaN and silently t
 into NULL, so a NOT NULL float column would make a legitimate row (e.g. the VWAP of a
 bar whose trades all have size 0) fail a whole flush; readers turn NULL back into NaN.
 
-Tables: ``tick_data`` (TICK), ``bars_ohlcv`` (BAR minus status), ``signals`` (SIGNAL),
-``job_runs`` (JOB_RUN), ``quarantine`` (QUARANTINE); each has a primary key that makes
-writes idempotent upserts.
+Tables: ``tick_data`` (TICK), ``bars_ohlcv`` (BAR minus status), ``signals`` (SIGNAL
+plus ``created_at``), ``job_runs`` (JOB_RUN), ``quarantine`` (QUARANTINE); each has a
+primary key that makes writes idempotent upserts.
+
+``signals.created_at`` is the one column not in an Arrow schema: bookkeeping, not market
+data (int64 ns UTC wall clock of the flush that first inserted the row). Upserts never
+touch it (:data:`INSERT_ONLY`), so re-running a job leaves every signal row identical,
+``created_at`` included, and a corrected value keeps the time the row first appeared.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "job_runs",
     "quarantine",
     "ORIGINS",
+    "INSERT_ONLY",
 ]
 
 #: Arrow type -> SQLAlchemy type, the only place column types are chosen.
@@ -102,10 +108,15 @@ bars_ohlcv = table_from_schema(
 quarantine = table_from_schema("quarantine", QUARANTINE, ("source", "row", "reason"))
 #: Canonical ticks (live recordings, imports); replayable with the same graph.
 tick_data = table_from_schema("tick_data", TICK, ("provider", "symbol", "ts", "seq"), sqlite_with_rowid=False)
-#: Signal values, one per (provider, symbol, ts, name).
+#: Signal values, one per (provider, symbol, ts, name); ``created_at`` (int64 ns UTC wall
+#: clock) is set when the row is first inserted and never updated (see the module docstring).
 signals = table_from_schema("signals", SIGNAL, ("provider", "symbol", "ts", "name"), sqlite_with_rowid=False)
+signals.append_column(sa.Column("created_at", sa.BigInteger(), nullable=False))
 #: One row per job (replay, export, ...), see ``db/jobs.py``.
 job_runs = table_from_schema("job_runs", JOB_RUN, ("id",))
+
+#: Table name -> columns written on insert and never changed by an upsert.
+INSERT_ONLY: dict[str, tuple[str, ...]] = {"signals": ("created_at",)}
 
 #: Table name -> the Arrow schema it was derived from.
 ORIGINS: dict[str, pa.Schema] = {
@@ -120,13 +131,15 @@ ORIGINS: dict[str, pa.Schema] = {
 def arrow_schema(table: sa.Table) -> pa.Schema:
     """The Arrow schema of a table built by :func:`table_from_schema`.
 
-    Nullability is taken from the originating Arrow schema (BAR / QUARANTINE) where the
-    table is one of tickgraph's, else from the SQL column.
+    Nullability is taken from the originating Arrow schema (BAR / QUARANTINE / ...) where
+    the table is one of tickgraph's and the column one of its fields, else from the SQL
+    column (``signals.created_at``: int64, not null).
     """
     origin = ORIGINS.get(table.name)
     fields = []
     for column in table.columns:
-        nullable = origin.field(column.name).nullable if origin is not None else column.nullable
+        in_origin = origin is not None and column.name in origin.names
+        nullable = origin.field(column.name).nullable if in_origin else column.nullable
         fields.append(pa.field(column.name, _ARROW_TYPES[type(column.type)], nullable=nullable))
     return pa.schema(fields)
 

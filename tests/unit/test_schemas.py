@@ -20,14 +20,14 @@ from actors.parquet_sink import (
     bars_dataset,
 )
 from actors.store import STREAM_TABLES, SqlStore, SqlStoreParams
-from db.tables import arrow_schema, bars_ohlcv, quarantine
+from db.tables import INSERT_ONLY, arrow_schema, bars_ohlcv, quarantine, signals, tick_data
 from graph.operator import OperatorContext
-from graph.schemas import BAR, QUARANTINE, TICK, empty_batch
+from graph.schemas import BAR, QUARANTINE, SIGNAL, TICK, empty_batch
 
 SQLITE_TYPE = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
 
 
-@pytest.mark.parametrize("schema", [TICK, BAR, QUARANTINE], ids=["TICK", "BAR", "QUARANTINE"])
+@pytest.mark.parametrize("schema", [TICK, BAR, QUARANTINE, SIGNAL], ids=["TICK", "BAR", "QUARANTINE", "SIGNAL"])
 def test_every_schema_has_unique_names_and_ts_in_int64_ns(schema):
     assert len(set(schema.names)) == len(schema.names)
     assert schema.field("ts").type == pa.int64()
@@ -71,7 +71,7 @@ def created_columns(tmp_path) -> dict[str, list[tuple]]:
     with sqlite3.connect(db) as connection:
         return {
             name: connection.execute(f"PRAGMA table_info({name})").fetchall()
-            for name in ("bars_ohlcv", "quarantine")
+            for name in ("bars_ohlcv", "quarantine", "tick_data", "signals")
         }
 
 
@@ -80,10 +80,16 @@ def created_columns(tmp_path) -> dict[str, list[tuple]]:
     [
         ("bars_ohlcv", BAR, {"status"}, ["symbol", "timeframe", "ts"]),
         ("quarantine", QUARANTINE, set(), ["source", "row", "reason"]),
+        ("tick_data", TICK, set(), ["symbol", "ts", "provider", "seq"]),  # key columns in schema order
+        ("signals", SIGNAL, set(), ["provider", "symbol", "ts", "name"]),
     ],
 )
 def test_sql_tables_derive_from_the_arrow_schemas(tmp_path, table, schema, dropped, key):
     columns = created_columns(tmp_path)[table]  # (cid, name, type, notnull, default, pk)
+    # the one column not from a schema: signals.created_at, bookkeeping set on insert only
+    extra = {"signals": [(len(schema), "created_at", "BIGINT", 1, None, 0)]}.get(table, [])
+    assert columns[len(columns) - len(extra):] == extra
+    columns = columns[: len(columns) - len(extra)]
     fields = [f for f in schema if f.name not in dropped]
     assert [c[1] for c in columns] == [f.name for f in fields]
     assert [c[2] for c in columns] == [SQLITE_TYPE[f.type] for f in fields]
@@ -101,7 +107,10 @@ def test_sql_tables_derive_from_the_arrow_schemas(tmp_path, table, schema, dropp
 def test_arrow_schema_of_each_table_round_trips():
     assert arrow_schema(bars_ohlcv).equals(pa.schema([f for f in BAR if f.name != "status"]))
     assert arrow_schema(quarantine).equals(QUARANTINE)
-    assert STREAM_TABLES == {"bars": bars_ohlcv, "quarantine": quarantine}
+    assert arrow_schema(tick_data).equals(TICK)
+    assert arrow_schema(signals).equals(SIGNAL.append(pa.field("created_at", pa.int64(), nullable=False)))
+    assert INSERT_ONLY == {"signals": ("created_at",)}
+    assert STREAM_TABLES == {"bars": bars_ohlcv, "quarantine": quarantine, "signals": signals, "ticks": tick_data}
 
 
 def test_parquet_files_derive_from_the_arrow_schemas(tmp_path):

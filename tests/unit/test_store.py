@@ -1,4 +1,7 @@
-"""Unit tests of actors/store.py on temporary SQLite files, with bars built from real LOBSTER trades."""
+"""Unit tests of actors/store.py on temporary SQLite files, with bars built from real LOBSTER trades.
+
+The same store runs against PostgreSQL in tests/integration/test_store_backends.py.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +19,11 @@ from pydantic import ValidationError
 
 from actors.store import SqlStore, SqlStoreParams
 from db.engine import StoreError, async_url, mask_url, upsert_sql
-from db.read import read_bars, read_bars_async, read_quarantine
-from db.tables import bars_ohlcv
+from db.read import read_bars, read_bars_async, read_quarantine, read_table
+from db.tables import bars_ohlcv, signals
 from graph.operator import OperatorContext
 from tests.conftest import LOBSTER_MESSAGES
-from graph.schemas import BAR, QUARANTINE
+from graph.schemas import BAR, QUARANTINE, SIGNAL, TICK
 
 MESSAGES = LOBSTER_MESSAGES
 NS_PER_MINUTE = 60 * 10**9
@@ -146,7 +149,7 @@ def test_confirmed_bars_are_stored_exactly_and_forming_rows_ignored(tmp_path):
     pd.testing.assert_frame_equal(stored, expected, check_dtype=False, check_exact=True)
     assert stored["ts"].dtype == np.int64 and stored["trade_count"].dtype == np.int64
     assert stored["trade_count"].sum() == 2 * 11_419  # every execution once per timeframe
-    assert metrics["rows_written"] == {"bars_ohlcv": 465, "quarantine": 0}
+    assert metrics["rows_written"] == {"bars_ohlcv": 465, "quarantine": 0, "signals": 0, "tick_data": 0}
     assert metrics["forming_ignored"] == 465
     assert metrics["flushes"] >= 5  # batch_rows=100 split the writes
     only_5m = read_bars(sqlite_url(db), symbol="AMZN", timeframe="5m")
@@ -188,7 +191,7 @@ def test_a_bar_sent_again_with_new_values_is_updated_in_place(tmp_path):
 def test_quarantine_rows_are_stored_with_nulls_kept(tmp_path):
     db = tmp_path / "q.db"
     metrics = write(db, [("quarantine", quarantine_rows())])
-    assert metrics["rows_written"] == {"bars_ohlcv": 0, "quarantine": 3}
+    assert metrics["rows_written"] == {"bars_ohlcv": 0, "quarantine": 3, "signals": 0, "tick_data": 0}
     stored = read_quarantine(sqlite_url(db))
     expected = quarantine_rows().to_pandas().sort_values(["source", "row", "reason"], ignore_index=True)
     pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
@@ -313,9 +316,10 @@ def test_an_unknown_stream_is_named_in_the_error(tmp_path):
     try:
         with pytest.raises(
             ValueError,
-            match=r"sql_store 'store': unknown input stream 'ticks'; expected one of 'bars', 'quarantine'",
+            match=r"sql_store 'store': unknown input stream 'trades'; expected one of 'bars', 'quarantine', "
+            r"'signals', 'ticks'",
         ):
-            store.on_batch("ticks", quarantine_rows())
+            store.on_batch("trades", quarantine_rows())
         with pytest.raises(
             ValueError, match=r"batch on stream 'bars' lacks column\(s\) \['timeframe', 'open'"
         ):
@@ -440,3 +444,104 @@ def test_the_upsert_compiles_for_postgresql():
     assert sql.startswith("INSERT INTO bars_ohlcv (symbol, timeframe, ts, open,")
     assert "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = excluded.open" in sql
     assert "IS DISTINCT FROM" in sql
+
+
+# -- corrected bars, signals, ticks ------------------------------------------------------------------
+
+
+def test_a_corrected_bar_is_stored_and_replaces_the_confirmed_row(tmp_path):
+    db = tmp_path / "bars.db"
+    bars = lobster_bars().iloc[:3]
+    corrected = bars.iloc[[2]].assign(status="corrected", close=bars["close"].iloc[2] + 0.5, trade_count=99)
+    stream = [("bars", pa.RecordBatch.from_pandas(frame, schema=BAR, preserve_index=False)) for frame in (bars, corrected)]
+    metrics = write(db, stream)
+    stored = read_bars(sqlite_url(db))
+    assert len(stored) == 3 and metrics["forming_ignored"] == 0
+    assert stored["close"].iloc[2] == bars["close"].iloc[2] + 0.5 and stored["trade_count"].iloc[2] == 99
+
+
+def signal_rows(value_offset: float = 0.0) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(
+        [
+            dict(provider="lobster", symbol="AMZN", ts=1_340_285_400_017_459_617, name="spread_bps",
+                 value=34.44188491042792 + value_offset, score=None, metadata='{"unit":"bps"}'),
+            dict(provider="lobster", symbol="AMZN", ts=1_340_285_400_017_459_617, name="vwap_deviation_bps",
+                 value=0.0, score=None, metadata=None),
+            dict(provider="tickgraph", symbol="AMZN", ts=1_340_286_180_000_000_000, name="rsi_14_1m",
+                 value=71.25, score=0.425, metadata='{"period":14}'),
+        ],
+        schema=SIGNAL,
+    )  # fmt: skip
+
+
+def write_signals(db: Path, batch: pa.RecordBatch, now_ns: int, **params) -> dict:
+    store = make(sqlite_url(db), clock=lambda: now_ns, **params)
+    try:
+        store.on_batch("signals", batch)
+        store.on_eof()
+        return store.metrics()
+    finally:
+        store.close()
+
+
+def test_signals_get_created_at_on_first_insert_only(tmp_path):
+    db = tmp_path / "signals.db"
+    assert write_signals(db, signal_rows(), now_ns=111)["rows_written"]["signals"] == 3
+    first = read_table(sqlite_url(db), signals)
+    assert first.column("created_at").to_pylist() == [111, 111, 111]
+    assert first.drop_columns("created_at").equals(
+        pa.Table.from_batches([signal_rows()]).sort_by([("provider", "ascending"), ("symbol", "ascending"),
+                                                        ("ts", "ascending"), ("name", "ascending")])
+    )  # fmt: skip
+    write_signals(db, signal_rows(), now_ns=222)  # a re-run: identical rows, created_at kept
+    assert read_table(sqlite_url(db), signals).equals(first)
+    write_signals(db, signal_rows(value_offset=1.0), now_ns=333)  # a changed value: updated in place
+    changed = read_table(sqlite_url(db), signals).to_pandas().set_index("name")
+    assert changed.loc["spread_bps", "value"] == 35.44188491042792
+    assert changed["created_at"].tolist() == [111, 111, 111]
+
+
+def test_ticks_go_to_tick_data_with_their_nulls(tmp_path):
+    db = tmp_path / "ticks.db"
+    rows = [
+        dict(symbol="AMZN", ts=1_340_285_400_017_459_617, price=223.82, size=1.0, side="buy", bid=223.18,
+             ask=223.95, bid_size=100.0, ask_size=100.0, provider="lobster", seq=0, origin="replay"),
+        dict(symbol="AMZN", ts=1_340_285_400_189_607_670, price=None, size=None, side=None, bid=223.81,
+             ask=223.95, bid_size=21.0, ask_size=100.0, provider="lobster", seq=1, origin="replay"),
+    ]  # fmt: skip
+    batch = pa.RecordBatch.from_pylist(rows, schema=TICK)
+    store = make(sqlite_url(db))
+    try:
+        store.on_batch("ticks", batch)
+        store.on_batch("ticks", batch)  # replayed twice: still two rows
+        store.on_eof()
+        assert store.metrics()["rows_written"]["tick_data"] == 4
+    finally:
+        store.close()
+    stored = read_table(sqlite_url(db), "tick_data")
+    assert stored.equals(pa.Table.from_batches([batch]).sort_by([("provider", "ascending"), ("symbol", "ascending"),
+                                                                 ("ts", "ascending"), ("seq", "ascending")]))
+
+
+def test_a_large_flush_with_nans_nulls_and_repeated_keys_keeps_the_last_row(tmp_path):
+    # 300 rows > one 64-row statement: the multi-row SQLite path, rows of a key in one flush
+    db = tmp_path / "signals.db"
+    rows = [dict(provider="p", symbol=f"S{k % 7}", ts=k // 7, name="x", value=float(k), score=None if k % 3 else 0.5,
+                 metadata=None if k % 2 else "{}") for k in range(300)]  # fmt: skip
+    rows[10]["value"] = math.nan
+    again = [dict(row, value=-row["value"]) for row in rows[:100]]  # the same keys later in the same flush
+    store = make(sqlite_url(db), clock=lambda: 5)
+    try:
+        store.on_batch("signals", pa.RecordBatch.from_pylist(rows, schema=SIGNAL))
+        store.on_batch("signals", pa.RecordBatch.from_pylist(again, schema=SIGNAL))
+        store.on_eof()
+    finally:
+        store.close()
+    stored = read_table(sqlite_url(db), signals).to_pandas().set_index(["symbol", "ts"])
+    assert len(stored) == 300
+    for k, row in enumerate(rows):
+        got = stored.loc[(row["symbol"], row["ts"])]
+        expected = -row["value"] if k < 100 else row["value"]
+        assert (math.isnan(got["value"]) and math.isnan(expected)) or got["value"] == expected, k
+        assert (got["score"] == 0.5) if k % 3 == 0 else math.isnan(got["score"])
+        assert (pd.isna(got["metadata"]) if k % 2 else got["metadata"] == "{}") and got["created_at"] == 5
