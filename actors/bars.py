@@ -64,7 +64,6 @@ bits (float addition is not associative); ``open``, ``high``, ``low``, ``close``
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -87,7 +86,7 @@ from actors.bar_kernels import (
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, stream_source
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, quarantine_row
 from graph.timeframes import DAILY, INTRADAY_NS, TIMEFRAMES
 
 __all__ = ["BarEngine", "BarParams", "Session"]
@@ -499,20 +498,11 @@ class BarEngine(Operator):
         rows = []
         for position, raw in zip(positions, raws):
             name, tick_ts = self._symbols[ticks.symbol[position]], int(ticks.ts[position])
-            rows.append(
-                {
-                    "source": stream_source(self.ctx.node_id, raw["provider"], name),
-                    "row": raw["seq"],
-                    "symbol": name,
-                    "ts": tick_ts,
-                    "reason": "late",
-                    "detail": (
-                        f"late trade {name} ts={_iso(tick_ts)} ({tick_ts}) is older than the watermark "
-                        f"{watermark}; {why}: not applied to any bar"
-                    ),
-                    "raw": json.dumps(raw, sort_keys=True),
-                }
+            detail = (
+                f"late trade {name} ts={_iso(tick_ts)} ({tick_ts}) is older than the watermark "
+                f"{watermark}; {why}: not applied to any bar"
             )
+            rows.append(quarantine_row(self.ctx.node_id, raw, "late", detail))
         return rows
 
     def _keep_final(self, tf: int, bars: BarArrays) -> None:
@@ -569,21 +559,12 @@ class BarEngine(Operator):
         self._counts["invalid"] += len(positions)
         rows = []
         for raw in trades.take(pa.array(positions)).to_pylist():
-            rows.append(
-                {
-                    "source": stream_source(self.ctx.node_id, raw["provider"], raw["symbol"]),
-                    "row": raw["seq"],
-                    "symbol": raw["symbol"],
-                    "ts": raw["ts"],
-                    "reason": "invalid_trade",
-                    "detail": (
-                        f"trade {raw['symbol']} ts={raw['ts']} has price {raw['price']!r} and size "
-                        f"{raw['size']!r}; price must be finite, size finite and >= 0, ts within "
-                        "1698-2242; trade quarantined"
-                    ),
-                    "raw": json.dumps(raw, sort_keys=True),
-                }
+            detail = (
+                f"trade {raw['symbol']} ts={raw['ts']} has price {raw['price']!r} and size "
+                f"{raw['size']!r}; price must be finite, size finite and >= 0, ts within "
+                "1698-2242; trade quarantined"
             )
+            rows.append(quarantine_row(self.ctx.node_id, raw, "invalid_trade", detail))
         return rows
 
     # ------------------------------------------------------------------ metrics, checkpoints

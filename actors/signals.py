@@ -59,7 +59,7 @@ from actors import indicators as ind
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE, SIGNAL, stream_source
+from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE, SIGNAL, quarantine_row, stream_source
 from graph.timeframes import INTRADAY_NS
 
 __all__ = [
@@ -334,20 +334,11 @@ class _TickSignal(_Signal):
         self._counts["late"] += int(late.sum())
         rows = []
         for raw in batch.filter(pa.array(late)).to_pylist():
-            rows.append(
-                {
-                    "source": stream_source(self.ctx.node_id, raw["provider"], raw["symbol"]),
-                    "row": raw["seq"],
-                    "symbol": raw["symbol"],
-                    "ts": raw["ts"],
-                    "reason": "late",
-                    "detail": (
-                        f"late tick {raw['symbol']} ts={raw['ts']}: behind watermark {self._watermark}; "
-                        f"not applied to signal {self.name!r} (signals never rewrite emitted values)"
-                    ),
-                    "raw": json.dumps(raw, sort_keys=True),
-                }
+            detail = (
+                f"late tick {raw['symbol']} ts={raw['ts']}: behind watermark {self._watermark}; "
+                f"not applied to signal {self.name!r} (signals never rewrite emitted values)"
             )
+            rows.append(quarantine_row(self.ctx.node_id, raw, "late", detail))
         return (~late if mask is None else mask & ~late), rows
 
 

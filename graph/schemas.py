@@ -12,6 +12,8 @@ derive their columns from these schemas; ``tests/unit/test_schemas.py`` checks t
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ORIGIN_REPLAY",
     "empty_batch",
     "stream_source",
+    "quarantine_row",
 ]
 
 ORIGIN_LIVE = "live"
@@ -131,6 +134,23 @@ JOB_RUN = pa.schema(
 def stream_source(node_id: str, provider: str, symbol: str) -> str:
     """QUARANTINE ``source`` for a tick rejected by operator ``node_id``: ``node/provider/symbol``."""
     return f"{node_id}/{provider}/{symbol}"
+
+
+def quarantine_row(node_id: str, tick: dict, reason: str, detail: str) -> dict:
+    """One QUARANTINE row (a dict) for a TICK row ``tick`` (a dict) rejected by ``node_id``.
+
+    ``source`` is :func:`stream_source`, ``row`` the tick's ``seq``, ``raw`` the tick as
+    JSON with sorted keys (NaN written as ``NaN``).
+    """
+    return {
+        "source": stream_source(node_id, tick["provider"], tick["symbol"]),
+        "row": tick["seq"],
+        "symbol": tick["symbol"],
+        "ts": tick["ts"],
+        "reason": reason,
+        "detail": detail,
+        "raw": json.dumps(tick, sort_keys=True),
+    }
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:

@@ -87,3 +87,23 @@ def assert_bars_match(stored: pd.DataFrame, expected: pd.DataFrame, label: str) 
         np.testing.assert_array_equal(stored[column].to_numpy(), expected[column].to_numpy(), err_msg=f"{label}: {column}")
     for column in ("volume", "vwap"):
         np.testing.assert_allclose(stored[column].to_numpy(), expected[column].to_numpy(), rtol=1e-9, atol=0, err_msg=f"{label}: {column}")
+
+
+def lobster_bar_rows(timeframes: tuple[str, ...] = ("1m", "5m")) -> pd.DataFrame:
+    """Confirmed AMZN bars from the LOBSTER executions as BAR-shaped rows (pandas only).
+
+    Columns: symbol, timeframe, ts (bar open, int64 ns UTC), open, high, low, close,
+    volume, vwap, trade_count (int64), status ``confirmed``; ordered by timeframe, ts.
+    """
+    trades = lobster_trades()
+    frames = []
+    for timeframe in timeframes:
+        bars = reference_bars(trades, timeframe).reset_index()
+        bars.insert(0, "timeframe", timeframe)
+        bars.insert(0, "symbol", "AMZN")
+        bars["trade_count"] = bars["trade_count"].astype("int64")
+        bars["status"] = "confirmed"
+        frames.append(bars)
+    return pd.concat(frames, ignore_index=True)[
+        ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "vwap", "trade_count", "status"]
+    ]

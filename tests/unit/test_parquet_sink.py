@@ -6,7 +6,6 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -15,52 +14,16 @@ import pytest
 
 from actors.parquet_sink import BAR_FILE_SCHEMA, ParquetSink, ParquetSinkParams, bars_dataset
 from graph.operator import OperatorContext
-from tests.conftest import LOBSTER_MESSAGES
+from tests.reference import lobster_bar_rows
 from graph.schemas import BAR, QUARANTINE
 
-MESSAGES = LOBSTER_MESSAGES
-NS_PER_MINUTE = 60 * 10**9
 BAR_KEY = ["symbol", "timeframe", "ts"]
 
 
 @cache
 def lobster_bars() -> pd.DataFrame:
-    """Confirmed AMZN 1m and 5m bars from the LOBSTER executions, computed with pandas."""
-    messages = pd.read_csv(
-        MESSAGES,
-        header=None,
-        names=["time", "type", "order_id", "size", "price", "direction"],
-        dtype={"time": str},
-    )
-    trades = messages[messages["type"].isin([4, 5])]
-    seconds, _, fraction = trades["time"].str.partition(".").to_numpy().T
-    ns = seconds.astype(np.int64) * 10**9 + pd.Series(fraction).str.ljust(9, "0").astype(np.int64).to_numpy()
-    ts = pd.Timestamp("2012-06-21", tz="America/New_York").value + ns
-    price, size = trades["price"].to_numpy() / 10_000, trades["size"].to_numpy() * 1.0
-    frames = []
-    for timeframe, minutes in (("1m", 1), ("5m", 5)):
-        length = minutes * NS_PER_MINUTE
-        g = pd.DataFrame(
-            {"open_ts": ts // length * length, "price": price, "size": size, "notional": price * size}
-        ).groupby("open_ts")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": "AMZN",
-                    "timeframe": timeframe,
-                    "ts": g["open_ts"].first().to_numpy(),
-                    "open": g["price"].first().to_numpy(),
-                    "high": g["price"].max().to_numpy(),
-                    "low": g["price"].min().to_numpy(),
-                    "close": g["price"].last().to_numpy(),
-                    "volume": g["size"].sum().to_numpy(),
-                    "vwap": (g["notional"].sum() / g["size"].sum()).to_numpy(),
-                    "trade_count": g["price"].count().to_numpy().astype(np.int64),
-                    "status": "confirmed",
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    """Confirmed AMZN 1m and 5m bars computed with pandas (tests/reference.py)."""
+    return lobster_bar_rows(("1m", "5m"))
 
 
 def two_symbols() -> pd.DataFrame:

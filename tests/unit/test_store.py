@@ -22,66 +22,17 @@ from db.engine import StoreError, async_url, mask_url, upsert_sql
 from db.read import read_bars, read_bars_async, read_quarantine, read_table
 from db.tables import bars_ohlcv, signals
 from graph.operator import OperatorContext
-from tests.conftest import LOBSTER_MESSAGES
+from tests.reference import lobster_bar_rows
 from graph.schemas import BAR, QUARANTINE, SIGNAL, TICK
 
-MESSAGES = LOBSTER_MESSAGES
-NS_PER_MINUTE = 60 * 10**9
 BAR_KEY = ["symbol", "timeframe", "ts"]
 STORED = [name for name in BAR.names if name != "status"]
 
 
 @cache
-def lobster_trades() -> pd.DataFrame:
-    """LOBSTER executions (types 4, 5): ts int64 ns UTC, price $, size shares."""
-    messages = pd.read_csv(
-        MESSAGES,
-        header=None,
-        names=["time", "type", "order_id", "size", "price", "direction"],
-        dtype={"time": str},
-    )
-    trades = messages[messages["type"].isin([4, 5])]
-    seconds, _, fraction = trades["time"].str.partition(".").to_numpy().T
-    ns = seconds.astype(np.int64) * 10**9 + pd.Series(fraction).str.ljust(9, "0").astype(np.int64).to_numpy()
-    midnight_ns = pd.Timestamp("2012-06-21", tz="America/New_York").value
-    return pd.DataFrame(
-        {
-            "ts": midnight_ns + ns,
-            "price": trades["price"].to_numpy() / 10_000,
-            "size": trades["size"].to_numpy() * 1.0,
-        }
-    )
-
-
-@cache
 def lobster_bars() -> pd.DataFrame:
-    """Confirmed AMZN 1m and 5m bars computed with pandas (open-time ``ts``, epoch-aligned)."""
-    trades = lobster_trades()
-    frames = []
-    for timeframe, minutes in (("1m", 1), ("5m", 5)):
-        length = minutes * NS_PER_MINUTE
-        grouped = trades.assign(
-            open_ts=trades["ts"] // length * length, notional=trades["price"] * trades["size"]
-        )
-        g = grouped.groupby("open_ts", sort=True)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": "AMZN",
-                    "timeframe": timeframe,
-                    "ts": g["open_ts"].first().to_numpy(),
-                    "open": g["price"].first().to_numpy(),
-                    "high": g["price"].max().to_numpy(),
-                    "low": g["price"].min().to_numpy(),
-                    "close": g["price"].last().to_numpy(),
-                    "volume": g["size"].sum().to_numpy(),
-                    "vwap": (g["notional"].sum() / g["size"].sum()).to_numpy(),
-                    "trade_count": g["price"].count().to_numpy().astype(np.int64),
-                    "status": "confirmed",
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    """Confirmed AMZN 1m and 5m bars computed with pandas (tests/reference.py)."""
+    return lobster_bar_rows(("1m", "5m"))
 
 
 def bar_stream(bars: pd.DataFrame, rows_per_batch: int = 50) -> list[pa.RecordBatch]:
