@@ -16,6 +16,26 @@ TARDIS_TRADES = FIXTURES / "tardis_binance_futures_btcusdt" / "trades.csv"
 TARDIS_QUOTES = FIXTURES / "tardis_binance_futures_btcusdt" / "quotes.csv"
 
 
+def run_main_job(tmp_path: Path, backend: str, *overrides: str, db: str = "bars.db") -> tuple[str, dict]:
+    """Run ``config/replay.yaml`` with every output under ``tmp_path``.
+
+    Returns:
+        (the SQLite URL of the store, the run summary).
+    """
+    from graph.build import build_graph
+    from graph.spec import load_graph
+    from graph.summary import build_summary
+
+    url = f"sqlite:///{tmp_path / db}"
+    loaded = load_graph(
+        "replay.yaml",
+        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}", *overrides],
+        env={},
+    )
+    result = build_graph(loaded, backend=backend).run()
+    return url, build_summary(loaded, result)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole session: 2 CPUs, no dashboard, always shut down."""

@@ -17,7 +17,7 @@ from db.read import read_bars, read_table
 from graph.build import build_graph
 from graph.runtime import NodeFailure
 from graph.spec import load_graph
-from graph.summary import build_summary
+from tests.conftest import run_main_job
 from tests.reference import assert_bars_match, lobster_trades, reference_bars, tardis_trades
 
 pytestmark = pytest.mark.ray
@@ -26,15 +26,8 @@ TIMEFRAMES = ["1s", "1m", "5m", "15m", "1h", "1d"]
 AMZN_SESSION = ("America/New_York", "09:30", "16:00")
 
 
-def run_replay(tmp_path, backend: str, *extra: str, db: str = "bars.db"):
-    url = f"sqlite:///{tmp_path / db}"
-    loaded = load_graph(
-        "replay.yaml",
-        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}", *extra],
-        env={},
-    )
-    result = build_graph(loaded, backend=backend).run()
-    return url, build_summary(loaded, result)
+def run_replay(tmp_path, backend: str, *extra: str):
+    return run_main_job(tmp_path, backend, *extra)
 
 
 @pytest.fixture(scope="module")

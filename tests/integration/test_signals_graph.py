@@ -16,9 +16,8 @@ import pytest
 import ta
 
 from db.read import read_bars, read_table
-from graph.build import build_graph
 from graph.spec import load_graph
-from graph.summary import build_summary
+from tests.conftest import run_main_job
 from tests.reference import lobster_trades, tardis_trades
 from tests.unit.test_signals import raw_lobster
 
@@ -27,14 +26,7 @@ NAMES = ["vwap_deviation_bps", "spread_bps", "tick_rate_zscore_1s_60", "rsi_14_1
 
 
 def run_job(tmp_path, backend: str = "local", db: str = "signals.db", *extra: str):
-    url = f"sqlite:///{tmp_path / db}"
-    loaded = load_graph(
-        "replay.yaml",
-        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}", *extra],
-        env={},
-    )
-    result = build_graph(loaded, backend=backend).run()
-    return url, build_summary(loaded, result)
+    return run_main_job(tmp_path, backend, *extra, db=db)
 
 
 @pytest.fixture(scope="module")
