@@ -15,6 +15,15 @@ LOBSTER_ORDERBOOK = FIXTURES / "lobster_amzn_l1" / "AMZN_2012-06-21_34200000_576
 TARDIS_TRADES = FIXTURES / "tardis_binance_futures_btcusdt" / "trades.csv"
 TARDIS_QUOTES = FIXTURES / "tardis_binance_futures_btcusdt" / "quotes.csv"
 
+# The same fixtures as replay ``files`` entries, with paths relative to FIXTURES.
+MESSAGES = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"
+BOOKS = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
+LOBSTER = {
+    "format": "lobster", "message_file": MESSAGES, "orderbook_file": BOOKS, "symbol": "AMZN", "date": "2012-06-21",
+}  # fmt: skip
+TRADES = {"format": "tardis_trades", "path": "tardis_binance_futures_btcusdt/trades.csv"}
+QUOTES = {"format": "tardis_quotes", "path": "tardis_binance_futures_btcusdt/quotes.csv"}
+
 
 def run_main_job(tmp_path: Path, backend: str, *overrides: str, db: str = "bars.db") -> tuple[str, dict]:
     """Run ``config/replay.yaml`` with every output under ``tmp_path``.

@@ -20,14 +20,7 @@ from actors.file_replay import FileReplay
 from graph.operator import OperatorContext, Watermark
 from graph.schemas import QUARANTINE, TICK
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-MESSAGES = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"
-BOOKS = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
-LOBSTER = {
-    "format": "lobster", "message_file": MESSAGES, "orderbook_file": BOOKS, "symbol": "AMZN", "date": "2012-06-21",
-}  # fmt: skip
-TRADES = {"format": "tardis_trades", "path": "tardis_binance_futures_btcusdt/trades.csv"}
-QUOTES = {"format": "tardis_quotes", "path": "tardis_binance_futures_btcusdt/quotes.csv"}
+from tests.conftest import BOOKS, FIXTURES, LOBSTER, MESSAGES, QUOTES, TRADES
 
 
 def params(files: list[dict], base_dir: Path = FIXTURES, **extra) -> FileReplay.Params:

@@ -28,14 +28,7 @@ from graph.operator import IDLE, OperatorContext, Watermark
 from graph.schemas import TICK
 from tests.unit.test_bars import amzn_ticks, btc_ticks
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-MESSAGES = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"
-BOOKS = "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
-LOBSTER = {
-    "format": "lobster", "message_file": MESSAGES, "orderbook_file": BOOKS, "symbol": "AMZN", "date": "2012-06-21",
-}  # fmt: skip
-TRADES = {"format": "tardis_trades", "path": "tardis_binance_futures_btcusdt/trades.csv"}
-QUOTES = {"format": "tardis_quotes", "path": "tardis_binance_futures_btcusdt/quotes.csv"}
+from tests.conftest import BOOKS, FIXTURES, LOBSTER, MESSAGES, QUOTES, TRADES
 S = 1_000_000_000
 MS = 1_000_000
 
