@@ -30,7 +30,7 @@ find_bin() {
 
 as_owner() {  # run a command as the cluster's (non-root) owner
   if [[ "$(id -u)" == 0 ]]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")  # from /: the caller's cwd may be unreadable to postgres
   else
     "$@"
   fi
