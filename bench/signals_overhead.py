@@ -1,32 +1,41 @@
 """What signals add to the main graph's burst-mode time, on the input of bench/replay_throughput.py.
 
-    python bench/signals_overhead.py [--symbols 50] [--target-ticks 5000000] [--backends local ray]
+    python bench/signals_overhead.py [--symbols 50] [--target-ticks 5000000]
+                                     [--backends local ray] [--graphs bars replay]
 
 Input: the synthetic multi-symbol Parquet file of ``bench/replay_throughput.py`` (built
-by its ``build_input``, cached under bench/data/). Three graphs, same input, burst mode
-(no pacing), run end to end (drained):
+by its ``build_input``, cached under bench/data/). Two graph families, same input, burst
+mode (no pacing), run end to end (drained), three variants each:
 
-  main        replay_throughput's graph: source -> normalizer -> bars (6 timeframes) ->
-              SQLite store + Parquet sink (the main job's shape)
-  +signals    main + the five signal nodes of config/replay.yaml (vwap
-              deviation and spread on every trade/quote, tick-rate z-score, RSI and
-              Bollinger %b on 1m bars), their rows not stored: the computation's cost
-  +stored     main + the five signal nodes, every signal row upserted into the same
-              SQLite store: the whole feature end to end
+  bars      replay_throughput's graph: source -> normalizer -> bars (6 timeframes) ->
+            SQLite store (bars, quarantine) + Parquet sink
+  replay    config/replay.yaml itself, only its source swapped for the bench file: the
+            main job's graph, whose store also keeps every tick in ``tick_data``, plus
+            the parity tracker
 
-Prints seconds, the overhead of each over ``main`` (target: signals add at most 50%),
-signal rows produced, and checks that the bars are identical in the three runs.
+  main      the graph without the five signal nodes
+  +signals  with the five signal nodes of config/replay.yaml (vwap deviation and spread
+            on every trade/quote, tick-rate z-score, RSI and Bollinger %b on 1m bars),
+            their rows not stored: the computation's cost
+  +stored   with the signal nodes, every signal row upserted into the same SQLite store
+            (for ``replay``: config/replay.yaml exactly as shipped)
+
+Prints seconds, the overhead of each over ``main`` (issue 4's target: signals add at most
+50%), signal rows produced, and checks that the bars are identical in all runs of a
+graph family.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,10 +69,11 @@ SIGNAL_NODES = """
 """
 SIGNAL_IDS = ["signals_vwap_deviation_bps", "signals_spread_bps", "signals_tick_rate_zscore", "signals_rsi", "signals_bollinger_pctb"]
 STORE_INPUTS = "inputs: [bars, source.quarantine, normalizer.quarantine, bars.quarantine]"
+KINDS = ("main", "signals", "stored")
 
 
-def variant(tmp: Path, data: Path, parallelism: int, kind: str, signal_parallelism: int = 1) -> Path:
-    """The graph file of one variant (``main``, ``signals`` or ``stored``) in ``tmp``."""
+def bars_variant(tmp: Path, data: Path, parallelism: int, kind: str, signal_parallelism: int = 1) -> Path:
+    """The ``bars`` family's graph file of one variant (``main``, ``signals`` or ``stored``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     text = graph_file(tmp, data, parallelism, True).read_text()
     assert STORE_INPUTS in text, "bench/replay_throughput.py changed its store node"
@@ -77,17 +87,58 @@ def variant(tmp: Path, data: Path, parallelism: int, kind: str, signal_paralleli
     return path
 
 
+def replay_variant(tmp: Path, data: Path, kind: str) -> Path:
+    """The ``replay`` family: config/replay.yaml with its source reading ``data``.
+
+    Everything else is the shipped graph (bars parallelism, signal params, store inputs
+    including ``tick_data``, Parquet sink, parity tracker), with outputs under ``tmp``
+    and no parity proof. ``main`` drops the signal nodes (and the store inputs that name
+    them), ``signals`` keeps the nodes but not their ``signals`` rows in the store
+    (their quarantine still goes there), ``stored`` is the shipped graph.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec = copy.deepcopy(yaml.safe_load((ROOT / "config" / "replay.yaml").read_text()))
+    ids = {node["id"] for node in spec["nodes"] if node["id"].startswith("signals")}
+    assert ids, "config/replay.yaml has no signal nodes"
+    nodes = []
+    for node in spec["nodes"]:
+        if node["id"] in ids and kind == "main":
+            continue
+        params = node.get("params", {})
+        if node["kind"] == "replay":
+            params.update(files=[{"format": "canonical", "path": str(data)}], job_database_url=f"sqlite:///{tmp / 'jobs.db'}")
+        elif node["kind"] == "normalizer":
+            params.pop("symbols", None)  # the bench's 50 synthetic symbols
+        elif node["kind"] == "sql_store":
+            params["url"] = f"sqlite:///{tmp / 'store.db'}"
+            node["inputs"] = [
+                name for name in node["inputs"]
+                if name.split(".")[0] not in ids or (kind == "stored" or (kind == "signals" and "." in name))
+            ]  # fmt: skip
+        elif node["kind"] == "parquet_sink":
+            params["path"] = str(tmp / "parquet")
+        elif node["kind"] == "parity":
+            params["proof_path"] = ""
+        node["params"] = params
+        nodes.append(node)
+    spec["nodes"] = nodes
+    path = tmp / f"replay_{kind}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def main() -> None:
-    """Run the three graph variants per backend and print the times and overheads."""
+    """Run the three variants per graph family and backend; print the times and overheads."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--target-ticks", type=int, default=5_000_000)
-    parser.add_argument("--parallelism", type=int, default=2, help="bar shards (Ray runs)")
+    parser.add_argument("--parallelism", type=int, default=2, help="bar shards (bars family, Ray runs)")
     parser.add_argument(
         "--signal-parallelism", type=int, default=1,
-        help="tick-signal shards (Ray runs); 1 chains them into the normalizer's actor, as in config/replay.yaml",
-    )
+        help="tick-signal shards (bars family, Ray runs); 1 chains them into the normalizer's actor, as in config/replay.yaml",
+    )  # fmt: skip
     parser.add_argument("--backends", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    parser.add_argument("--graphs", nargs="+", default=["bars", "replay"], choices=["bars", "replay"])
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
 
@@ -99,41 +150,51 @@ def main() -> None:
     ticks = pq.ParquetFile(data).metadata.num_rows
     print(f"input: {ticks:,} ticks, {args.symbols} symbols (bench/replay_throughput.py's input)")
 
-    results: dict[tuple[str, str], float] = {}
-    signal_rows: dict[str, int] = {}
-    bars: dict[tuple[str, str], dict] = {}
+    results: dict[tuple[str, str, str], float] = {}
+    stored: dict[tuple[str, str, str], dict[str, int]] = {}
+    bars: dict[str, dict[tuple[str, str], dict]] = {graph: {} for graph in args.graphs}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for backend in args.backends:
-            parallelism = args.parallelism if backend == "ray" else 1
-            signal_parallelism = args.signal_parallelism if backend == "ray" else 1
             if backend == "ray":
                 import ray
 
                 ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR")
             try:
-                for kind in ("main", "signals", "stored"):
-                    path = variant(tmp / f"{backend}_{kind}", data, parallelism, kind, signal_parallelism)
-                    elapsed, summary = run_graph(path, backend)
-                    results[(backend, kind)] = elapsed
-                    bars[(backend, kind)] = summary["bars_confirmed"]
-                    produced = sum(summary["nodes"][n]["rows_out"].get("signals", 0) for n in SIGNAL_IDS if n in summary["nodes"])
-                    if produced:
-                        signal_rows[kind] = produced
-                    print(f"  {backend:<6}{kind:<9}{elapsed:8.2f} s  {ticks / elapsed:>12,.0f} ticks/s"
-                          + (f"  {produced:,} signal rows" if produced else ""), flush=True)  # fmt: skip
+                for graph in args.graphs:
+                    for kind in KINDS:
+                        where = tmp / f"{backend}_{graph}_{kind}"
+                        if graph == "bars":
+                            parallelism = args.parallelism if backend == "ray" else 1
+                            signal_parallelism = args.signal_parallelism if backend == "ray" else 1
+                            path = bars_variant(where, data, parallelism, kind, signal_parallelism)
+                        else:
+                            path = replay_variant(where, data, kind)
+                        elapsed, summary = run_graph(path, backend)
+                        results[(backend, graph, kind)] = elapsed
+                        bars[graph][(backend, kind)] = summary["bars_confirmed"]
+                        written: dict[str, int] = {}
+                        for shard in summary["nodes"]["store"]["shards"]:
+                            for table, n in shard["operator"].get("rows_written", {}).items():
+                                written[table] = written.get(table, 0) + n
+                        stored[(backend, graph, kind)] = written
+                        produced = sum(summary["nodes"][n]["rows_out"].get("signals", 0) for n in summary["nodes"] if n.startswith("signals"))
+                        print(f"  {backend:<6}{graph:<7}{kind:<8}{elapsed:8.2f} s  {ticks / elapsed:>11,.0f} ticks/s  "
+                              f"signal rows {produced:>10,}  stored rows {written}", flush=True)  # fmt: skip
             finally:
                 if backend == "ray":
                     ray.shutdown()
 
     print()
-    print(f"{'backend':<9}{'main s':>9}{'+signals s':>12}{'overhead':>10}{'+stored s':>11}{'overhead':>10}")
-    for backend in args.backends:
-        main_s, sig_s, stored_s = (results[(backend, k)] for k in ("main", "signals", "stored"))
-        print(f"{backend:<9}{main_s:>9.2f}{sig_s:>12.2f}{sig_s / main_s - 1:>10.0%}{stored_s:>11.2f}{stored_s / main_s - 1:>10.0%}")
-    print(f"signal rows per run: {max(signal_rows.values(), default=0):,} (target: signals add at most 50%)")
-    first = next(iter(bars.values()))
-    assert all(b == first for b in bars.values()), "the signal nodes changed the bars"
+    print(f"{'graph':<8}{'backend':<9}{'main s':>9}{'+signals s':>12}{'overhead':>10}{'+stored s':>11}{'overhead':>10}")
+    for graph in args.graphs:
+        for backend in args.backends:
+            main_s, sig_s, stored_s = (results[(backend, graph, k)] for k in KINDS)
+            print(f"{graph:<8}{backend:<9}{main_s:>9.2f}{sig_s:>12.2f}{sig_s / main_s - 1:>10.0%}{stored_s:>11.2f}{stored_s / main_s - 1:>10.0%}")
+    print("target (issue 4): signals add at most 50% to the main graph's burst-mode time")
+    for graph in args.graphs:
+        first = next(iter(bars[graph].values()))
+        assert all(b == first for b in bars[graph].values()), f"the signal nodes changed the bars ({graph})"
 
 
 if __name__ == "__main__":
