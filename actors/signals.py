@@ -21,6 +21,13 @@ Formulas and sources are in ``actors/indicators.py``. Shared rules:
   sequence order). Tick signals therefore hold each value until the watermark passes
   its ``ts`` (a watermark ``w`` allows more ticks at ``ts == w``), then emit it once;
   end-of-stream emits the rest. In a replay that is one batch of latency.
+* **Conflation** (``conflate_ms: N`` on ``vwap_deviation_bps`` and ``spread_bps``;
+  default 0 = off): per key, only the last of those rows in each epoch-aligned interval
+  ``[i * N, (i + 1) * N)`` ms is emitted, with its own ``ts`` and value, once the
+  watermark passes the interval's end. The conflated rows are therefore a subset of
+  the unconflated ones (same ``ts``, same value), a fraction of them to store; the
+  running state (session VWAP) still takes every tick. ``metadata`` gains
+  ``"conflate_ms"``.
 * **Quotes.** ``spread_bps`` takes every tick whose bid and ask are both present,
   finite and > 0, trades included: a LOBSTER execution row carries the book *after*
   the execution, which is a genuine top-of-book update (an execution that empties the
@@ -90,6 +97,19 @@ class _SignalParams(Params):
     """
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class _ConflatedParams(_SignalParams):
+    """Params of a tick signal that can be conflated.
+
+    Attributes:
+        conflate_ms: 0 (default): a row for every timestamp with a value. N > 0: per
+            key, only the last row in each epoch-aligned N ms interval (a subset of the
+            N = 0 rows: same ts, same value), emitted once the watermark passes the
+            interval's end. At most one day (86,400,000).
+    """
+
+    conflate_ms: int = Field(default=0, ge=0, le=86_400_000)
 
 
 class _Signal(Operator):
@@ -213,6 +233,8 @@ class _TickSignal(_Signal):
 
     def __init__(self, params: _SignalParams, ctx: OperatorContext) -> None:
         super().__init__(params, ctx)
+        # conflation interval (ns); 1 = none: one row per timestamp
+        self._bucket_ns = max(1, getattr(params, "conflate_ms", 0) * 1_000_000)
         self._watermark = _NO_WATERMARK
         # values waiting for the watermark to pass their ts: (key, ts, value), sorted by
         # (key, ts) within each of the two parts (older held rows, then the newest batch)
@@ -253,7 +275,11 @@ class _TickSignal(_Signal):
                 cols = {name: column[order] for name, column in cols.items()}
             value = self._compute(kid, ts, cols)
             keep = ind.last_of_runs(kid, ts) & np.isfinite(value)
-            self._hold(kid[keep], ts[keep], value[keep])
+            kid, ts, value = kid[keep], ts[keep], value[keep]
+            if self._bucket_ns > 1:  # conflation: the last of those rows per interval
+                keep = ind.last_of_runs(kid, ts // self._bucket_ns)
+                kid, ts, value = kid[keep], ts[keep], value[keep]
+            self._hold(kid, ts, value)
         return self._quarantine(late)
 
     def on_watermark(self, ts: int) -> list[Emit]:
@@ -267,12 +293,21 @@ class _TickSignal(_Signal):
         """Emit every held value."""
         return self._release(None)
 
-    def _hold(self, kid: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
-        """Add a batch's values (sorted by (key, ts), one per pair) to the held rows.
+    def _conflation(self) -> dict[str, int]:
+        """``{"conflate_ms": N}`` for the metadata of a conflated signal, else ``{}``."""
+        return {"conflate_ms": self._bucket_ns // 1_000_000} if self._bucket_ns > 1 else {}
 
-        A held value at the same (key, ts) as a new one is replaced (the new one comes
-        after it in the stream). Held rows are few (those at or after the watermark),
-        so each is looked up in the new rows by binary search.
+    def _bucket(self, ts: np.ndarray) -> np.ndarray:
+        """The interval a row's value stands for: its ts, or its conflation interval."""
+        return ts if self._bucket_ns == 1 else ts // self._bucket_ns
+
+    def _hold(self, kid: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
+        """Add a batch's values (sorted by (key, ts), one per (key, bucket)) to the held rows.
+
+        A held value in the same (key, bucket) as a new one (same ts, or same
+        conflation interval) is replaced: the new one comes after it in the stream.
+        Held rows are few (those at or after the watermark), so each is looked up in
+        the new rows by binary search.
         """
         old_kid, old_ts, old_value = self._held
         if len(old_kid) == 0:
@@ -284,15 +319,16 @@ class _TickSignal(_Signal):
             order = ind.sort_by_key_ts(all_kid, all_ts)
             if order is not None:
                 all_kid, all_ts, all_value = all_kid[order], all_ts[order], all_value[order]
-            last = ind.last_of_runs(all_kid, all_ts)
+            last = ind.last_of_runs(all_kid, self._bucket(all_ts))
             self._held = (all_kid[last], all_ts[last], all_value[last])
             return
         lo = np.searchsorted(kid, old_kid, side="left")
         hi = np.searchsorted(kid, old_kid, side="right")
+        bucket, old_bucket = self._bucket(ts), self._bucket(old_ts)
         replaced = np.zeros(len(old_kid), dtype=bool)
         for i in np.flatnonzero(hi > lo).tolist():  # held rows whose key has new values
-            j = lo[i] + int(np.searchsorted(ts[lo[i] : hi[i]], old_ts[i]))
-            replaced[i] = j < hi[i] and ts[j] == old_ts[i]
+            j = lo[i] + int(np.searchsorted(bucket[lo[i] : hi[i]], old_bucket[i]))
+            replaced[i] = j < hi[i] and bucket[j] == old_bucket[i]
         keep = ~replaced
         self._held = (
             np.concatenate([old_kid[keep], kid]),
@@ -307,7 +343,8 @@ class _TickSignal(_Signal):
         if watermark is None:
             self._held = _no_rows()
             return self._signals(kid, ts, value, None)
-        final = ts < watermark
+        # final: no more ticks can reach the row's bucket (ts < watermark without conflation)
+        final = self._bucket(ts) < watermark // self._bucket_ns
         if not final.any():
             return []
         if final.all():
@@ -410,8 +447,8 @@ def _floats(column: pa.Array) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-class SpreadParams(_SignalParams):
-    """Params of ``spread_bps`` (only ``name``)."""
+class SpreadParams(_ConflatedParams):
+    """Params of ``spread_bps``: ``name`` and ``conflate_ms`` (see :class:`_ConflatedParams`)."""
 
 
 class SpreadBps(_TickSignal):
@@ -434,8 +471,8 @@ class SpreadBps(_TickSignal):
         return "spread_bps"
 
     def metadata_for(self, provider: str, symbol: str) -> dict[str, Any]:
-        """``{"unit": "bps", "mid": "(bid+ask)/2"}``."""
-        return {"unit": "bps", "mid": "(bid+ask)/2"}
+        """``{"unit": "bps", "mid": "(bid+ask)/2"}`` (+ ``"conflate_ms"`` when conflated)."""
+        return {"unit": "bps", "mid": "(bid+ask)/2", **self._conflation()}
 
     def _select(self, batch: pa.RecordBatch) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         if "bid" not in batch.schema.names or "ask" not in batch.schema.names:
@@ -451,10 +488,11 @@ class SpreadBps(_TickSignal):
         return ind.spread_bps(cols["bid"], cols["ask"])
 
 
-class VwapDeviationParams(_SignalParams):
+class VwapDeviationParams(_ConflatedParams):
     """Params of ``vwap_deviation_bps``.
 
     Attributes:
+        conflate_ms: see :class:`_ConflatedParams` (the VWAP still takes every trade).
         sessions: symbol -> :class:`~actors.sessions.Session` over which the VWAP
             accumulates (reset at each session open, local exchange time); the key
             ``"default"`` applies to unlisted symbols, else UTC 00:00-24:00 (crypto).
@@ -505,8 +543,8 @@ class VwapDeviationBps(_TickSignal):
         return "vwap_deviation_bps"
 
     def metadata_for(self, provider: str, symbol: str) -> dict[str, Any]:
-        """``{"unit": "bps", "session": {"tz", "open", "close"}}``."""
-        return {"unit": "bps", "session": self.params.session_for(symbol).model_dump()}
+        """``{"unit": "bps", "session": {"tz", "open", "close"}}`` (+ ``"conflate_ms"`` when conflated)."""
+        return {"unit": "bps", "session": self.params.session_for(symbol).model_dump(), **self._conflation()}
 
     def _on_new_key(self, kid: int, key: tuple[str, str]) -> None:
         self._session = np.append(self._session, _NO_WATERMARK)

@@ -168,6 +168,49 @@ def test_batch_boundaries_never_change_a_value(kind):
     pd.testing.assert_frame_equal(small, large, check_exact=True)
 
 
+@pytest.mark.parametrize("kind", [SpreadBps, VwapDeviationBps])
+def test_conflated_rows_are_the_last_row_per_second_of_the_pandas_series(kind, lobster_signals):
+    raw = raw_lobster()
+    if kind is SpreadBps:
+        raw["value"] = (raw["ask"] - raw["bid"]) / ((raw["bid"] + raw["ask"]) / 2) * 10_000
+        params = SpreadParams(conflate_ms=1000)
+        full = lobster_signals["spread"][0]
+    else:
+        raw = lobster_trades()
+        vwap = (raw["price"] * raw["size"]).cumsum() / raw["size"].cumsum()
+        raw["value"] = (raw["price"] - vwap) / vwap * 10_000
+        params = VwapDeviationParams(sessions={"AMZN": NY}, conflate_ms=1000)
+        full = lobster_signals["vwap"][0]
+    per_ts = raw.groupby("ts", sort=True)["value"].last().reset_index()
+    expected = per_ts.groupby(per_ts["ts"] // NS, sort=True).last()  # the last row of each second
+    for batch_rows in (1_000, 65_536):
+        stored = signals_of(drive(kind(params, ctx()), lobster_events(batch_rows)))
+        np.testing.assert_array_equal(stored["ts"].to_numpy(), expected["ts"].to_numpy())
+        np.testing.assert_allclose(stored["value"].to_numpy(), expected["value"].to_numpy(), rtol=1e-9, atol=0)
+    assert 0 < len(stored) < len(full) / 2  # far fewer rows to store than one per timestamp
+    # a subset of the unconflated rows: same ts, bit-identical values
+    subset = full.set_index("ts").loc[stored["ts"], "value"].to_numpy()
+    np.testing.assert_array_equal(subset, stored["value"].to_numpy())
+    assert json.loads(stored["metadata"].iloc[0])["conflate_ms"] == 1000
+    assert "conflate_ms" not in json.loads(full["metadata"].iloc[0])
+
+
+def test_a_conflated_value_waits_for_the_watermark_to_pass_its_interval():
+    #   1 s intervals from T0:  q(.2) q(.7) | wm .9 | q(.95) q(1.1) | wm 1.0 | q(1.3) | eof
+    #   wm .9: interval [0, 1) s still open; wm 1.0: it is final, its last row is q(.95)
+    s = NS // 10
+    op = SpreadBps(SpreadParams(conflate_ms=1000), ctx())
+    op.on_batch("ticks", ticks([dict(ts=T0 + 2 * s, bid=99.0, ask=101.0), dict(ts=T0 + 7 * s, bid=99.5, ask=100.5)]))
+    assert op.on_watermark(T0 + 9 * s) == []
+    op.on_batch("ticks", ticks([dict(ts=T0 + 9 * s + s // 2, bid=99.9, ask=100.1), dict(ts=T0 + 11 * s, bid=99.0, ask=101.0)]))
+    first = signals_of(op.on_watermark(T0 + NS))
+    assert list(zip(first["ts"], first["value"])) == [(T0 + 9 * s + s // 2, pytest.approx(20.0))]
+    op.on_batch("ticks", ticks([dict(ts=T0 + 13 * s, bid=99.75, ask=100.25)]))
+    rest = signals_of(op.on_eof())
+    assert list(zip(rest["ts"], rest["value"])) == [(T0 + 13 * s, pytest.approx(50.0))]
+    assert op.metrics()["signals"] == 2
+
+
 # -- holding values until the watermark ------------------------------------------------------------
 
 
@@ -511,6 +554,8 @@ def test_snapshot_and_restore_mid_stream_give_the_same_signals():
 
 
 def test_params_are_validated_with_clear_messages():
+    with pytest.raises(ValidationError, match="conflate_ms"):
+        SpreadParams(conflate_ms=-1)
     with pytest.raises(ValidationError, match="'1d' is not an intraday interval"):
         TickRateParams(interval="1d")
     with pytest.raises(ValidationError, match=r"history_bars \(20\) must be > period \(20\)"):
