@@ -19,6 +19,8 @@ mode (no pacing), run end to end (drained), three variants each:
             their rows not stored: the computation's cost
   +stored   with the signal nodes, every signal row upserted into the same SQLite store
             (for ``replay``: config/replay.yaml exactly as shipped)
+  +confl.   as +stored, with ``conflate_ms`` (default 1000) on vwap_deviation_bps and
+            spread_bps: their last row per symbol per interval is stored
 
 Prints seconds, the overhead of each over ``main`` (issue 4's target: signals add at most
 50%), signal rows produced, and checks that the bars are identical in all runs of a
@@ -69,17 +71,24 @@ SIGNAL_NODES = """
 """
 SIGNAL_IDS = ["signals_vwap_deviation_bps", "signals_spread_bps", "signals_tick_rate_zscore", "signals_rsi", "signals_bollinger_pctb"]
 STORE_INPUTS = "inputs: [bars, source.quarantine, normalizer.quarantine, bars.quarantine]"
-KINDS = ("main", "signals", "stored")
+KINDS = ("main", "signals", "stored", "conflated")
+TICK_SIGNALS = ("vwap_deviation_bps", "spread_bps")  # the kinds that take conflate_ms
 
 
-def bars_variant(tmp: Path, data: Path, parallelism: int, kind: str, signal_parallelism: int = 1) -> Path:
-    """The ``bars`` family's graph file of one variant (``main``, ``signals`` or ``stored``)."""
+def bars_variant(
+    tmp: Path, data: Path, parallelism: int, kind: str, signal_parallelism: int = 1, conflate_ms: int = 0
+) -> Path:
+    """The ``bars`` family's graph file of one variant (``main``, ``signals``, ``stored``, ``conflated``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     text = graph_file(tmp, data, parallelism, True).read_text()
     assert STORE_INPUTS in text, "bench/replay_throughput.py changed its store node"
     if kind != "main":
-        text += SIGNAL_NODES.format(parallelism=signal_parallelism)
-    if kind == "stored":
+        nodes = SIGNAL_NODES.format(parallelism=signal_parallelism)
+        if kind == "conflated":
+            for name in TICK_SIGNALS:
+                nodes = nodes.replace(f"kind: {name}\n", f"kind: {name}\n    params: {{conflate_ms: {conflate_ms}}}\n")
+        text += nodes
+    if kind in ("stored", "conflated"):
         inputs = ", ".join(["bars", *SIGNAL_IDS, "source.quarantine", "normalizer.quarantine", "bars.quarantine"])
         text = text.replace(STORE_INPUTS, f"inputs: [{inputs}]")
     path = tmp / f"{kind}.yaml"
@@ -87,14 +96,15 @@ def bars_variant(tmp: Path, data: Path, parallelism: int, kind: str, signal_para
     return path
 
 
-def replay_variant(tmp: Path, data: Path, kind: str) -> Path:
+def replay_variant(tmp: Path, data: Path, kind: str, conflate_ms: int = 0) -> Path:
     """The ``replay`` family: config/replay.yaml with its source reading ``data``.
 
     Everything else is the shipped graph (bars parallelism, signal params, store inputs
     including ``tick_data``, Parquet sink, parity tracker), with outputs under ``tmp``
     and no parity proof. ``main`` drops the signal nodes (and the store inputs that name
     them), ``signals`` keeps the nodes but not their ``signals`` rows in the store
-    (their quarantine still goes there), ``stored`` is the shipped graph.
+    (their quarantine still goes there), ``stored`` is the shipped graph, ``conflated``
+    the shipped graph with ``conflate_ms`` on the per-tick signals.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     spec = copy.deepcopy(yaml.safe_load((ROOT / "config" / "replay.yaml").read_text()))
@@ -109,11 +119,13 @@ def replay_variant(tmp: Path, data: Path, kind: str) -> Path:
             params.update(files=[{"format": "canonical", "path": str(data)}], job_database_url=f"sqlite:///{tmp / 'jobs.db'}")
         elif node["kind"] == "normalizer":
             params.pop("symbols", None)  # the bench's 50 synthetic symbols
+        elif node["kind"] in TICK_SIGNALS and kind == "conflated":
+            params["conflate_ms"] = conflate_ms
         elif node["kind"] == "sql_store":
             params["url"] = f"sqlite:///{tmp / 'store.db'}"
             node["inputs"] = [
                 name for name in node["inputs"]
-                if name.split(".")[0] not in ids or (kind == "stored" or (kind == "signals" and "." in name))
+                if name.split(".")[0] not in ids or kind in ("stored", "conflated") or (kind == "signals" and "." in name)
             ]  # fmt: skip
         elif node["kind"] == "parquet_sink":
             params["path"] = str(tmp / "parquet")
@@ -139,6 +151,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--backends", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     parser.add_argument("--graphs", nargs="+", default=["bars", "replay"], choices=["bars", "replay"])
+    parser.add_argument("--conflate-ms", type=int, default=1000, help="conflation of the +confl. variant")
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
 
@@ -167,9 +180,9 @@ def main() -> None:
                         if graph == "bars":
                             parallelism = args.parallelism if backend == "ray" else 1
                             signal_parallelism = args.signal_parallelism if backend == "ray" else 1
-                            path = bars_variant(where, data, parallelism, kind, signal_parallelism)
+                            path = bars_variant(where, data, parallelism, kind, signal_parallelism, args.conflate_ms)
                         else:
-                            path = replay_variant(where, data, kind)
+                            path = replay_variant(where, data, kind, args.conflate_ms)
                         elapsed, summary = run_graph(path, backend)
                         results[(backend, graph, kind)] = elapsed
                         bars[graph][(backend, kind)] = summary["bars_confirmed"]
@@ -186,11 +199,16 @@ def main() -> None:
                     ray.shutdown()
 
     print()
-    print(f"{'graph':<8}{'backend':<9}{'main s':>9}{'+signals s':>12}{'overhead':>10}{'+stored s':>11}{'overhead':>10}")
+    print(f"{'graph':<8}{'backend':<9}{'main s':>9}" + "".join(f"{'+' + k + ' s':>14}{'overhead':>10}" for k in KINDS[1:]))
     for graph in args.graphs:
         for backend in args.backends:
-            main_s, sig_s, stored_s = (results[(backend, graph, k)] for k in KINDS)
-            print(f"{graph:<8}{backend:<9}{main_s:>9.2f}{sig_s:>12.2f}{sig_s / main_s - 1:>10.0%}{stored_s:>11.2f}{stored_s / main_s - 1:>10.0%}")
+            main_s = results[(backend, graph, "main")]
+            line = f"{graph:<8}{backend:<9}{main_s:>9.2f}"
+            for k in KINDS[1:]:
+                seconds = results[(backend, graph, k)]
+                line += f"{seconds:>14.2f}{seconds / main_s - 1:>10.0%}"
+            print(line)
+    print(f"(+conflated: conflate_ms {args.conflate_ms} on {', '.join(TICK_SIGNALS)})")
     print("target (issue 4): signals add at most 50% to the main graph's burst-mode time")
     for graph in args.graphs:
         first = next(iter(bars[graph].values()))
