@@ -10,6 +10,8 @@ kind                   input      value (``signals.value``)                     
 ``bollinger_pctb``     bars       (close - lower) / (upper - lower)              each confirmed bar
 =====================  =========  =============================================  ========================
 
+(The first two: the last of those per interval instead, with ``conflate_ms``; below.)
+
 Formulas and sources are in ``actors/indicators.py``. Shared rules:
 
 * **Keyed state.** Every operator is ``keyed`` (run with ``key: symbol`` when
