@@ -85,6 +85,16 @@ def build_input(path: Path, symbols: int, target_ticks: int) -> int:
     return len(table)
 
 
+def ensure_input(symbols: int, target_ticks: int) -> Path:
+    """The bench input's path under bench/data/, built by :func:`build_input` if missing."""
+    data = ROOT / "bench" / "data" / f"ticks_{symbols}x{target_ticks}.parquet"
+    if not data.exists():
+        started = time.perf_counter()
+        rows = build_input(data, symbols, target_ticks)
+        print(f"built {data.relative_to(ROOT)}: {rows:,} ticks in {time.perf_counter() - started:.1f} s")
+    return data
+
+
 def graph_file(tmp: Path, data: Path, parallelism: int, sinks: bool) -> Path:
     sink_nodes = f"""
   - id: store
@@ -151,11 +161,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
 
-    data = ROOT / "bench" / "data" / f"ticks_{args.symbols}x{args.target_ticks}.parquet"
-    if not data.exists():
-        t = time.perf_counter()
-        rows = build_input(data, args.symbols, args.target_ticks)
-        print(f"built {data.relative_to(ROOT)}: {rows:,} ticks in {time.perf_counter() - t:.1f} s")
+    data = ensure_input(args.symbols, args.target_ticks)
     ticks = pq.ParquetFile(data).metadata.num_rows
     print(f"input: {ticks:,} ticks, {args.symbols} symbols, timeframes {' '.join(TIMEFRAMES)}")
 

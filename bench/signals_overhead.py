@@ -33,7 +33,6 @@ import argparse
 import copy
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from replay_throughput import build_input, graph_file, run_graph  # noqa: E402
+from replay_throughput import ensure_input, graph_file, run_graph  # noqa: E402
 
 SIGNAL_NODES = """
   - id: signals_vwap_deviation_bps
@@ -155,11 +154,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
 
-    data = ROOT / "bench" / "data" / f"ticks_{args.symbols}x{args.target_ticks}.parquet"
-    if not data.exists():
-        started = time.perf_counter()
-        rows = build_input(data, args.symbols, args.target_ticks)
-        print(f"built {data.relative_to(ROOT)}: {rows:,} ticks in {time.perf_counter() - started:.1f} s")
+    data = ensure_input(args.symbols, args.target_ticks)
     ticks = pq.ParquetFile(data).metadata.num_rows
     print(f"input: {ticks:,} ticks, {args.symbols} symbols (bench/replay_throughput.py's input)")
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.store import SqlStore, SqlStoreParams  # noqa: E402
-from db.engine import sqlite_pragmas, upsert_sql  # noqa: E402
+from db.engine import drop_tables, sqlite_pragmas, upsert_sql  # noqa: E402
 from db.tables import bars_ohlcv, metadata, signals  # noqa: E402
 from graph.operator import OperatorContext  # noqa: E402
 from graph.schemas import BAR, SIGNAL  # noqa: E402
@@ -132,25 +132,6 @@ def bare_sqlite(path: Path, stream: str, batches: list[pa.RecordBatch], flush_ro
         connection.close()
 
 
-def reset_postgres(url: str) -> None:
-    """Drop tickgraph's tables on a PostgreSQL test database."""
-    import asyncio
-
-    from db.engine import create_engine
-    from db.tables import metadata
-
-    async def go() -> None:
-        """Drop the tables on the loop that owns the engine."""
-        engine = create_engine(url)
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(metadata.drop_all)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
-
-
 def main() -> None:
     """Run every case and print rows/s (first write and idempotent re-run) per database and stream."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,7 +152,7 @@ def main() -> None:
             for stream, batches in cases.items():
                 url = url_of(stream)
                 if database == "postgresql":
-                    reset_postgres(url)
+                    drop_tables(url)
                 rows = sum(b.num_rows for b in batches)
                 first = rows / write(url, stream, batches)
                 again = rows / write(url, stream, batches)

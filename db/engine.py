@@ -26,6 +26,7 @@ __all__ = [
     "secret_forms",
     "StoreError",
     "create_engine",
+    "drop_tables",
     "sqlite_pragmas",
     "upsert_sql",
     "pg_copy_upsert_sql",
@@ -104,6 +105,30 @@ def create_engine(url: str | URL) -> AsyncEngine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
+
+
+def drop_tables(url: str | URL) -> None:
+    """Drop tickgraph's tables (``db.tables.metadata``) at ``url``, if present; blocks.
+
+    For tests and benchmarks that reuse one database (a PostgreSQL test server). Must
+    not be called from a running event loop (it runs its own).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database refused (message has no password).
+    """
+    import asyncio
+
+    from db.tables import metadata
+
+    async def drop() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.drop_all)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(drop())
 
 
 def secret_forms(password: str | None) -> list[str]:

@@ -8,7 +8,6 @@ tables (tickgraph's tables are dropped first).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 
@@ -20,11 +19,10 @@ import pytest
 
 from actors.store import SqlStore, SqlStoreParams
 from db.cache import BarCache
-from db.engine import create_engine
+from db.engine import drop_tables
 from db.export import ExportRequest, run_export
 from db.jobs import read_job
 from db.read import read_bars, read_table
-from db.tables import metadata
 from graph.build import build_graph
 from graph.operator import OperatorContext
 from graph.schemas import BAR, SIGNAL, TICK
@@ -35,18 +33,6 @@ PG_URL = os.environ.get("TICKGRAPH_TEST_PG_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
 TABLES = ("bars_ohlcv", "signals", "tick_data", "quarantine")
 DAY = (1_340_236_800 * 10**9, 1_340_323_200 * 10**9)  # 2012-06-21 UTC
-
-
-def drop_tables(url: str) -> None:
-    async def go() -> None:
-        engine = create_engine(url)
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(metadata.drop_all)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
 
 
 @pytest.fixture(params=BACKENDS)
