@@ -750,18 +750,14 @@ def read_tick_table(
     import sqlalchemy as sa
 
     from db.engine import StoreError, create_engine, mask_url
+    from db.read import in_range
     from db.tables import tick_data
 
     table = tick_data
     statement = sa.select(*(table.c[name] for name in TICK.names)).order_by(
         table.c.ts, table.c.provider, table.c.symbol, table.c.seq
     )
-    if symbols is not None:
-        statement = statement.where(table.c.symbol.in_(list(symbols)))
-    if start_ns is not None:
-        statement = statement.where(table.c.ts >= int(start_ns))
-    if end_ns is not None:
-        statement = statement.where(table.c.ts < int(end_ns))
+    statement = in_range(statement, table, symbols, start_ns, end_ns)
     where = f"tick_data on {mask_url(url)}"
 
     loop = asyncio.new_event_loop()

@@ -24,6 +24,7 @@ __all__ = [
     "read_table",
     "read_table_async",
     "read_range_async",
+    "in_range",
     "read_bars",
     "read_bars_async",
     "read_quarantine",
@@ -55,6 +56,29 @@ async def read_table_async(
     return await _fetch(url, table, statement)
 
 
+def in_range(
+    statement: sa.Select,
+    table: sa.Table,
+    symbols: Sequence[str] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+) -> sa.Select:
+    """``statement`` restricted to ``symbols`` and ``start_ns <= ts < end_ns`` of ``table``.
+
+    Args:
+        statement: a SELECT on ``table`` (it must have ``symbol`` and ``ts`` columns).
+        symbols: keep only these symbols (SQL ``IN``; None: all).
+        start_ns, end_ns: half-open event-time range, int64 ns UTC (None: unbounded).
+    """
+    if symbols is not None:
+        statement = statement.where(table.c.symbol.in_(list(symbols)))
+    if start_ns is not None:
+        statement = statement.where(table.c.ts >= int(start_ns))
+    if end_ns is not None:
+        statement = statement.where(table.c.ts < int(end_ns))
+    return statement
+
+
 async def read_range_async(
     url: str | URL,
     table: str | sa.Table,
@@ -78,12 +102,7 @@ async def read_range_async(
     """
     table = table if isinstance(table, sa.Table) else metadata.tables[table]
     statement = sa.select(table).order_by(*table.primary_key.columns)
-    if symbols is not None:
-        statement = statement.where(table.c.symbol.in_(list(symbols)))
-    if start_ns is not None:
-        statement = statement.where(table.c.ts >= int(start_ns))
-    if end_ns is not None:
-        statement = statement.where(table.c.ts < int(end_ns))
+    statement = in_range(statement, table, symbols, start_ns, end_ns)
     for name, value in (where or {}).items():
         statement = statement.where(table.c[name] == value)
     return await _fetch(url, table, statement)
