@@ -286,5 +286,8 @@ def test_full_outbox_stops_reading_until_drained(server):
     wait_for(lambda: source.metrics()["backpressure_waits"] > 0)
     assert source.metrics()["queued"] <= 3  # capacity 2 (+ one flush in progress)
     assert not feed.done or source.metrics()["frames"] < len(lines)  # reading paused
-    out = drain(source, lambda d: first_rows + _count(d) >= 86, timeout_s=15, events=events)
+    # Draining must let reading resume to the end: wait for every frame, not just the 86 ticks
+    # (the last frames are depth updates that carry no tick, so they may still be in flight).
+    everything_read = lambda d: first_rows + _count(d) >= 86 and source.metrics()["frames"] == len(lines)  # noqa: E731
+    out = drain(source, everything_read, timeout_s=15, events=events)
     assert first_rows + _count(out) == 86 and source.metrics()["frames"] == len(lines)
