@@ -38,6 +38,11 @@ def _assert_common(rows, provider):
         assert row["provider"] == provider and row["origin"] == "live"
 
 
+def _all_read(source, lines):
+    """True once the source has read every frame the server played (not only those carrying ticks)."""
+    return source.metrics()["frames"] == len(lines)
+
+
 def _played(feed, server, path):
     return lambda _: feed.done and server.connections(path)
 
@@ -49,7 +54,7 @@ def test_binance_combined_capture_aggtrade_and_book_ticker(server):
     symbols = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
     source = make_source(BinanceSource, url=server.url("/stream"), symbols=symbols, channels=["aggTrade", "bookTicker"])
     before = time.time_ns()
-    out = drain(source, lambda d: feed.done and sum(b.num_rows for b in d.ticks) >= 86)
+    out = drain(source, lambda d: _all_read(source, lines) and sum(b.num_rows for b in d.ticks) >= 86)
     after = time.time_ns()
     rows = out.rows()
     assert out.table().schema == TICK
@@ -107,7 +112,7 @@ def test_coinbase_capture_matches_and_ticker(server):
     server.route("/feed", [Expect(1), Play(feed), Hold()])
     products = ["SKL-USD", "SKL-BTC", "BAND-GBP", "NMR-EUR", "BAND-BTC", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR", "SKL-GBP"]
     source = make_source(CoinbaseSource, url=server.url("/feed"), symbols=products, channels=["matches", "ticker"])
-    out = drain(source, lambda d: feed.done and sum(b.num_rows for b in d.ticks) >= 214)
+    out = drain(source, lambda d: _all_read(source, lines) and sum(b.num_rows for b in d.ticks) >= 214)
     rows = out.rows()
     _assert_common(rows, "coinbase")
     trades, quotes = coinbase_ticks(lines)
@@ -140,7 +145,7 @@ def test_coinbase_docs_heartbeat_and_match(server):
     feed = Feed(lines)
     server.route("/feed", [Expect(1), Play(feed), Hold()])
     source = make_source(CoinbaseSource, url=server.url("/feed"), symbols=["BTC-USD"])
-    rows = drain(source, lambda d: sum(b.num_rows for b in d.ticks) >= 1).rows()
+    rows = drain(source, lambda d: _all_read(source, lines) and sum(b.num_rows for b in d.ticks) >= 1).rows()
     trades, _ = coinbase_ticks(lines)
     assert [{k: r[k] for k in TRADE_FIELDS} | {"seq": r["seq"]} for r in rows] == trades
     assert rows[0]["side"] == "buy" and rows[0]["ts"] == 1415348367028459000  # maker sold -> buyer aggressor
@@ -153,7 +158,7 @@ def test_finnhub_trades_ping_pong_and_error(server, monkeypatch):
     feed = Feed(lines)
     server.route("/finnhub", [Expect(2), Play(feed), Hold()])
     source = make_source(FinnhubSource, url=server.url("/finnhub"), symbols=["TSLA", "AAPL"])
-    rows = drain(source, lambda d: feed.done and sum(b.num_rows for b in d.ticks) >= 10 and len(server.connections("/finnhub")[0].received) >= 3).rows()
+    rows = drain(source, lambda d: _all_read(source, lines) and sum(b.num_rows for b in d.ticks) >= 10 and len(server.connections("/finnhub")[0].received) >= 3).rows()
     assert [{k: r[k] for k in TRADE_FIELDS} for r in rows] == finnhub_ticks(lines)
     assert [r["seq"] for r in rows] == list(range(10))  # per-source counter
     conn = server.connections("/finnhub")[0]
