@@ -24,11 +24,11 @@ KINDS: dict[str, str] = {
     # operators
     "normalizer": "actors.normalizer:Normalizer",
     "bars": "actors.bars:BarEngine",
-    "vwap_deviation_bps": "actors.signals:VwapDeviationBps",
-    "spread_bps": "actors.signals:SpreadBps",
-    "rsi": "actors.signals:Rsi",
-    "bollinger_pctb": "actors.signals:BollingerPctB",
-    "tick_rate_zscore": "actors.signals:TickRateZScore",
+    "vwap_deviation_bps": "actors.signals.vwap_deviation_bps:VwapDeviationBps",
+    "spread_bps": "actors.signals.spread_bps:SpreadBps",
+    "rsi": "actors.signals.rsi:Rsi",
+    "bollinger_pctb": "actors.signals.bollinger_pctb:BollingerPctB",
+    "tick_rate_zscore": "actors.signals.tick_rate_zscore:TickRateZScore",
     "parity": "actors.parity:ParityTracker",
     # sinks
     "sql_store": "actors.store:SqlStore",

@@ -1,6 +1,6 @@
 """Pure, vectorized signal formulas (numpy in, numpy out); no state, no Arrow, no I/O.
 
-The signal operators (``actors/signals.py``) keep per-symbol state and call these.
+The signal operators (``actors/signals/``, one module per kind) keep per-symbol state and call these.
 Every function works on float64 arrays of shape (n,) and never loops per element in
 Python; a few loop per *block* or per *group* (tens of iterations per batch).
 

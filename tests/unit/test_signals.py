@@ -1,4 +1,4 @@
-"""Unit tests of the signal operators (actors/signals.py) and formulas (actors/indicators.py), without Ray.
+"""Unit tests of the signal operators (actors/signals/) and formulas (actors/indicators.py), without Ray.
 
 Expectations are independent: pandas on the raw LOBSTER files (tests/reference.py) and
 the ``ta`` library, never tickgraph's own code. Timelines are drawn in comments:
@@ -365,17 +365,17 @@ def test_tick_rate_keys_never_share_a_window():
 
 
 def test_symbol_encoding_is_remembered_only_for_the_same_memory():
-    from actors.signals import _encode
+    from actors.signals.base import encode
 
     column = pa.array(["AMZN", "MSFT", "AMZN", "BTCUSDT"])
-    names, index = _encode(column)
+    names, index = encode(column)
     assert [names[i] for i in index] == column.to_pylist()
     other = pa.array(["MSFT", "MSFT", "AMZN", "AMZN"])  # same length, other memory
-    names, index = _encode(other)
+    names, index = encode(other)
     assert [names[i] for i in index] == other.to_pylist()
-    names, index = _encode(column.slice(1, 2))
+    names, index = encode(column.slice(1, 2))
     assert [names[i] for i in index] == ["MSFT", "AMZN"]
-    assert _encode(pa.array(["lobster"] * 3)) == (["lobster"], pytest.approx(np.zeros(3)))
+    assert encode(pa.array(["lobster"] * 3)) == (["lobster"], pytest.approx(np.zeros(3)))
 
 
 def test_tick_rate_counts_trades_or_quotes_only():
