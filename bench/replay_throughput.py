@@ -96,6 +96,7 @@ def ensure_input(symbols: int, target_ticks: int) -> Path:
 
 
 def graph_file(tmp: Path, data: Path, parallelism: int, sinks: bool) -> Path:
+    """Write the bench graph (file_replay -> normalizer -> bars x ``parallelism`` [-> SQLite, Parquet]) under ``tmp``."""
     sink_nodes = f"""
   - id: store
     kind: sql_store
@@ -131,6 +132,7 @@ nodes:
 
 
 def run_graph(path: Path, backend: str) -> tuple[float, dict]:
+    """Run a graph file on ``backend`` (``local`` or ``ray``); returns (elapsed s, run summary dict)."""
     loaded = load_graph(path, env={})
     result = build_graph(loaded, backend=backend).run()
     return result.elapsed_s, build_summary(loaded, result)
@@ -154,6 +156,7 @@ def pandas_baseline(data: Path) -> tuple[float, dict[str, int]]:
 
 
 def main() -> None:
+    """Parse the command line, run every configuration once, print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--target-ticks", type=int, default=5_000_000)

@@ -180,6 +180,7 @@ class LocalTransport:
         self.hosts = hosts
 
     def send(self, target: str, shard: int, channel: str, messages: list[Message]) -> None:
+        """Push ``messages`` (in order) on ``channel`` of host ``(target, shard)``, synchronously."""
         self.hosts[(target, shard)].push(channel, messages)
 
     def drain(self) -> None:
@@ -204,6 +205,12 @@ class RayTransport:
         self.in_flight: dict[tuple[str, int], deque] = {}
 
     def send(self, target: str, shard: int, channel: str, messages: list[Message]) -> None:
+        """Push ``messages`` to ``(target, shard)``: directly if chained here, else as a Ray call.
+
+        Blocks while that shard already has ``max_in_flight`` calls pending (backpressure),
+        waiting for the oldest. Raises :class:`NodeFailure` (naming the node and shard) when a
+        call it waited on failed.
+        """
         host = self.local.get((target, shard))
         if host is not None:
             host.push(channel, messages)
