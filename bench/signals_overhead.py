@@ -2,6 +2,7 @@
 
     python bench/signals_overhead.py [--symbols 50] [--target-ticks 5000000]
                                      [--backends local ray] [--graphs bars replay]
+                                     [--repeat 1]
 
 Input: the synthetic multi-symbol Parquet file of ``bench/replay_throughput.py`` (built
 by its ``build_input``, cached under bench/data/). Two graph families, same input, burst
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -138,6 +140,18 @@ def replay_variant(tmp: Path, data: Path, kind: str, conflate_ms: int = 0) -> Pa
     return path
 
 
+def schedule(graphs: list[str], repeat: int) -> list[tuple[str, int, str]]:
+    """(graph, round, variant) in run order: per graph, ``repeat`` rounds of every variant.
+
+    Round r starts at variant ``r mod 4``, so no variant always runs first or last
+    (slow drift of this shared machine's load then spreads over all of them), and each
+    round's variants run minutes apart at most, which is what the paired ratios need.
+    """
+    return [
+        (graph, r, KINDS[(r + i) % len(KINDS)]) for graph in graphs for r in range(repeat) for i in range(len(KINDS))
+    ]
+
+
 def main() -> None:
     """Run the three variants per graph family and backend; print the times and overheads."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,13 +166,18 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", default=["bars", "replay"], choices=["bars", "replay"])
     parser.add_argument("--conflate-ms", type=int, default=1000, help="conflation of the +confl. variant")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="rounds per graph and backend, each running every variant (order rotated per round); the "
+             "table then gives the median time and the median and range of the per-round overheads",
+    )  # fmt: skip
     args = parser.parse_args()
 
     data = ensure_input(args.symbols, args.target_ticks)
     ticks = pq.ParquetFile(data).metadata.num_rows
     print(f"input: {ticks:,} ticks, {args.symbols} symbols (bench/replay_throughput.py's input)")
 
-    results: dict[tuple[str, str, str], float] = {}
+    results: dict[tuple[str, str, str], list[float]] = {}  # one time per round
     stored: dict[tuple[str, str, str], dict[str, int]] = {}
     bars: dict[str, dict[tuple[str, str], dict]] = {graph: {} for graph in args.graphs}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -169,40 +188,48 @@ def main() -> None:
 
                 ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR")
             try:
-                for graph in args.graphs:
-                    for kind in KINDS:
-                        where = tmp / f"{backend}_{graph}_{kind}"
-                        if graph == "bars":
-                            parallelism = args.parallelism if backend == "ray" else 1
-                            signal_parallelism = args.signal_parallelism if backend == "ray" else 1
-                            path = bars_variant(where, data, parallelism, kind, signal_parallelism, args.conflate_ms)
-                        else:
-                            path = replay_variant(where, data, kind, args.conflate_ms)
-                        elapsed, summary = run_graph(path, backend)
-                        results[(backend, graph, kind)] = elapsed
-                        bars[graph][(backend, kind)] = summary["bars_confirmed"]
-                        written: dict[str, int] = {}
-                        for shard in summary["nodes"]["store"]["shards"]:
-                            for table, n in shard["operator"].get("rows_written", {}).items():
-                                written[table] = written.get(table, 0) + n
-                        stored[(backend, graph, kind)] = written
-                        produced = sum(summary["nodes"][n]["rows_out"].get("signals", 0) for n in summary["nodes"] if n.startswith("signals"))
-                        print(f"  {backend:<6}{graph:<7}{kind:<8}{elapsed:8.2f} s  {ticks / elapsed:>11,.0f} ticks/s  "
-                              f"signal rows {produced:>10,}  stored rows {written}", flush=True)  # fmt: skip
+                for graph, round_, kind in schedule(args.graphs, args.repeat):
+                    where = tmp / f"{backend}_{graph}_{kind}_{round_}"
+                    if graph == "bars":
+                        parallelism = args.parallelism if backend == "ray" else 1
+                        signal_parallelism = args.signal_parallelism if backend == "ray" else 1
+                        path = bars_variant(where, data, parallelism, kind, signal_parallelism, args.conflate_ms)
+                    else:
+                        path = replay_variant(where, data, kind, args.conflate_ms)
+                    elapsed, summary = run_graph(path, backend)
+                    results.setdefault((backend, graph, kind), []).append(elapsed)
+                    bars[graph][(backend, kind, round_)] = summary["bars_confirmed"]
+                    written: dict[str, int] = {}
+                    for shard in summary["nodes"]["store"]["shards"]:
+                        for table, n in shard["operator"].get("rows_written", {}).items():
+                            written[table] = written.get(table, 0) + n
+                    stored[(backend, graph, kind)] = written
+                    produced = sum(summary["nodes"][n]["rows_out"].get("signals", 0) for n in summary["nodes"] if n.startswith("signals"))
+                    print(f"  {backend:<6}{graph:<7}{kind:<10}r{round_ + 1:<3}{elapsed:8.2f} s  {ticks / elapsed:>11,.0f} ticks/s  "
+                          f"signal rows {produced:>10,}  stored rows {written}", flush=True)  # fmt: skip
             finally:
                 if backend == "ray":
                     ray.shutdown()
 
     print()
-    print(f"{'graph':<8}{'backend':<9}{'main s':>9}" + "".join(f"{'+' + k + ' s':>14}{'overhead':>10}" for k in KINDS[1:]))
+    spread = args.repeat > 1
+    print(
+        f"{'graph':<8}{'backend':<9}{'main s':>9}"
+        + "".join(f"{'+' + k + ' s':>14}{'overhead':>10}" + (f"{'range':>14}" if spread else "") for k in KINDS[1:])
+    )
     for graph in args.graphs:
         for backend in args.backends:
             main_s = results[(backend, graph, "main")]
-            line = f"{graph:<8}{backend:<9}{main_s:>9.2f}"
+            line = f"{graph:<8}{backend:<9}{statistics.median(main_s):>9.2f}"
             for k in KINDS[1:]:
                 seconds = results[(backend, graph, k)]
-                line += f"{seconds:>14.2f}{seconds / main_s - 1:>10.0%}"
+                ratios = [v / m - 1 for v, m in zip(seconds, main_s)]  # paired: same round
+                line += f"{statistics.median(seconds):>14.2f}{statistics.median(ratios):>10.0%}"
+                if spread:
+                    line += f"{f'{min(ratios):.0%}..{max(ratios):.0%}':>14}"
             print(line)
+    if spread:
+        print(f"({args.repeat} rounds: median times; overhead = median of the per-round ratios to that round's main)")
     print(f"(+conflated: conflate_ms {args.conflate_ms} on {', '.join(TICK_SIGNALS)})")
     print("target (issue 4): signals add at most 50% to the main graph's burst-mode time")
     for graph in args.graphs:
