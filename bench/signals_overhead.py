@@ -153,7 +153,7 @@ def schedule(graphs: list[str], repeat: int) -> list[tuple[str, int, str]]:
 
 
 def main() -> None:
-    """Run the three variants per graph family and backend; print the times and overheads."""
+    """Run every variant per graph family and backend (``--repeat`` rounds); print the times and overheads."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--target-ticks", type=int, default=5_000_000)
@@ -172,6 +172,8 @@ def main() -> None:
              "table then gives the median time and the median and range of the per-round overheads",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1 (got {args.repeat})")
 
     data = ensure_input(args.symbols, args.target_ticks)
     ticks = pq.ParquetFile(data).metadata.num_rows
