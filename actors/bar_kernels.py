@@ -5,6 +5,15 @@ bars per contiguous (symbol, bar) group with ``ufunc.reduceat``; partial bars me
 the open bars (sorted by a packed int64 key) with ``np.searchsorted`` and vectorised
 pairwise combines. Open and close keep the (ts, seq) of their trades, so two partial
 bars of one key combine exactly whatever the arrival order. Used by ``actors/bars.py``.
+
+Volume and ``pv = sum(price * size)`` are exact fixed-point sums, so a bar is bit-identical
+however its trades were batched (float addition is not associative: re-batching changed
+the last bits, and hashing had to round them away). Each trade's size and notional
+(float64, >= 0, < 2**64) is rounded to a multiple of 2**-128 -- exact for every float of
+at least 2**-75 (a notional of 1e-16, a size of 1e-8 BTC are exact) -- and held as six
+32-bit limbs in int64 (:func:`to_fixed`); limbs add as integers and carries are
+normalised (:func:`normalize_fixed`), so the representation of a sum is canonical and
+its float value (:func:`fixed_to_float`) a pure function of the trades.
 """
 
 from __future__ import annotations
@@ -15,6 +24,12 @@ import numpy as np
 
 __all__ = [
     "BAR_DTYPES",
+    "FIXED_LIMBS",
+    "FIXED_MAX",
+    "fixed_sums",
+    "fixed_to_float",
+    "normalize_fixed",
+    "to_fixed",
     "BarArrays",
     "CLOSE_FIELDS",
     "KEY_OFFSET_S",
@@ -44,6 +59,70 @@ TS_MIN = (-KEY_OFFSET_S + 2 * 86_400) * NS_PER_S
 TS_MAX = (KEY_OFFSET_S - 2 * 86_400) * NS_PER_S
 
 
+#: Limbs of a fixed-point sum: 32 bits each, limb k worth 2**(32k - 128).
+FIXED_LIMBS = 6
+#: Largest size or notional of one trade the fixed-point sums take (exclusive): 2**64.
+FIXED_MAX = 2.0**64
+_FIXED_SHIFT = 128  # bits below the unit: the resolution is 2**-128
+_LIMB_MASK = (1 << 32) - 1
+_LIMB_SCALES = tuple(2.0 ** (32 * k - _FIXED_SHIFT) for k in range(FIXED_LIMBS))  # value of one unit of limb k
+
+
+def to_fixed(values: np.ndarray) -> np.ndarray:
+    """Non-negative finite floats < 2**64 as fixed-point limbs, shape (6, n) int64.
+
+    ``values`` (float64, shape (n,)) is rounded to the nearest multiple of 2**-128 (ties
+    to even); limb k (< 2**32) holds its bits 32k-128 .. 32k-97. All steps are exact float
+    operations (scaling by powers of two, floor, subtraction of representable parts).
+    """
+    y = np.rint(values * 2.0**_FIXED_SHIFT)
+    limbs = np.empty((FIXED_LIMBS, len(values)), dtype=np.int64)
+    part = np.empty_like(y)
+    for k in range(FIXED_LIMBS - 1, 0, -1):
+        shift = 32 * k
+        np.multiply(y, 2.0**-shift, out=part)
+        np.floor(part, out=part)
+        limbs[k] = part
+        part *= 2.0**shift
+        y -= part
+    limbs[0] = y
+    return limbs
+
+
+def normalize_fixed(limbs: np.ndarray) -> np.ndarray:
+    """Propagate carries so limbs 0..4 are < 2**32: the canonical form, shape (n, 6) int64."""
+    limbs = np.ascontiguousarray(limbs)
+    for k in range(FIXED_LIMBS - 1):
+        carry = limbs[:, k] >> 32
+        if carry.any():
+            limbs[:, k] &= _LIMB_MASK
+            limbs[:, k + 1] += carry
+    return limbs
+
+
+def fixed_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Exact per-group sums, canonical limbs shape (groups, 6) int64.
+
+    Args:
+        values: float64 shape (n,) (one trade per row) or limbs shape (n, 6) (partial bars).
+        starts: start row of each group, ascending, ``starts[0] == 0``.
+    """
+    if values.ndim == 1:
+        return normalize_fixed(np.add.reduceat(to_fixed(values), starts, axis=1).T)
+    return normalize_fixed(np.add.reduceat(values, starts, axis=0))
+
+
+def fixed_to_float(limbs: np.ndarray) -> np.ndarray:
+    """float64 values of canonical limbs shape (n, 6): the smallest limbs added first.
+
+    Deterministic for a given sum (the limbs are canonical); within a few ulp of the exact sum.
+    """
+    total = limbs[:, 0] * _LIMB_SCALES[0]
+    for k in range(1, FIXED_LIMBS):
+        total += limbs[:, k] * _LIMB_SCALES[k]
+    return total
+
+
 def pack_key(major: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """One sortable int64 key per row of (major < 2**28, ts int64 ns at whole seconds)."""
     return (major.astype(np.int64) << KEY_SHIFT) + (ts // NS_PER_S + KEY_OFFSET_S)
@@ -54,6 +133,7 @@ class BarArrays(NamedTuple):
 
     Besides OHLCV each bar keeps the (ts, seq) of its opening and closing trades and
     ``pv = sum(price * size)``, so that two partial bars of one key merge exactly.
+    ``volume`` and ``pv`` are fixed-point limbs, shape (n, 6) (:func:`to_fixed`).
     """
 
     symbol: np.ndarray  # int32 engine symbol id
@@ -67,8 +147,8 @@ class BarArrays(NamedTuple):
     close: np.ndarray  # float64
     close_ts: np.ndarray  # int64 ns UTC of the closing trade
     close_seq: np.ndarray  # int64
-    volume: np.ndarray  # float64, sum(size)
-    pv: np.ndarray  # float64, sum(price * size)
+    volume: np.ndarray  # int64 limbs (n, 6), sum(size)
+    pv: np.ndarray  # int64 limbs (n, 6), sum(price * size)
     trade_count: np.ndarray  # int64
 
     @property
@@ -83,11 +163,12 @@ class BarArrays(NamedTuple):
     @classmethod
     def empty(cls) -> BarArrays:
         """No bars."""
-        return cls(*(np.empty(0, dtype=dtype) for dtype in BAR_DTYPES))
+        return cls(*(np.empty((0, *shape), dtype=dtype) for dtype, shape in zip(BAR_DTYPES, _BAR_SHAPES)))
 
 
 BAR_DTYPES = [np.int32, np.int64, np.int64, np.float64, np.int64, np.int64, np.float64]
-BAR_DTYPES += [np.float64, np.float64, np.int64, np.int64, np.float64, np.float64, np.int64]
+BAR_DTYPES += [np.float64, np.float64, np.int64, np.int64, np.int64, np.int64, np.int64]
+_BAR_SHAPES = [()] * 11 + [(FIXED_LIMBS,), (FIXED_LIMBS,), ()]
 OPEN_FIELDS = ("open", "open_ts", "open_seq")
 CLOSE_FIELDS = ("close", "close_ts", "close_seq")
 
@@ -103,8 +184,8 @@ class TradeColumns(NamedTuple):
     close: np.ndarray
     close_ts: np.ndarray
     close_seq: np.ndarray
-    volume: np.ndarray
-    pv: np.ndarray
+    volume: np.ndarray  # float64 (n,) per trade, or limbs (n, 6) per partial bar
+    pv: np.ndarray  # likewise
     trade_count: np.ndarray | None  # None: one trade per row
 
     @classmethod
@@ -193,8 +274,8 @@ def reduce_bars(cols: TradeColumns, symbol: np.ndarray, bar_ts: np.ndarray, star
         close=cols.close[last],
         close_ts=cols.close_ts[last],
         close_seq=cols.close_seq[last],
-        volume=np.add.reduceat(cols.volume, starts),
-        pv=np.add.reduceat(cols.pv, starts),
+        volume=fixed_sums(cols.volume, starts),
+        pv=fixed_sums(cols.pv, starts),
         trade_count=(
             np.diff(starts, append=n)
             if cols.trade_count is None
@@ -225,8 +306,8 @@ def combine_bars(old: BarArrays, new: BarArrays) -> BarArrays:
         **merged,
         high=np.maximum(old.high, new.high),
         low=np.minimum(old.low, new.low),
-        volume=old.volume + new.volume,
-        pv=old.pv + new.pv,
+        volume=normalize_fixed(old.volume + new.volume),
+        pv=normalize_fixed(old.pv + new.pv),
         trade_count=old.trade_count + new.trade_count,
     )
 
@@ -259,7 +340,7 @@ def merge_bars(state: BarArrays, new: BarArrays) -> tuple[BarArrays, BarArrays]:
         state_rows = np.arange(state.size) + np.searchsorted(before, np.arange(state.size), side="right")
         merged = []
         for state_column, new_column in zip(state, new):
-            column = np.empty(state.size + len(miss), dtype=state_column.dtype)
+            column = np.empty((state.size + len(miss), *state_column.shape[1:]), dtype=state_column.dtype)
             column[state_rows] = state_column
             column[new_rows] = new_column[miss]
             merged.append(column)

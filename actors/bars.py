@@ -12,8 +12,10 @@ Semantics:
       ``(ts, seq, price)``, so the arrival order of ticks never changes a bar.
     * ``vwap = sum(price * size) / sum(size)`` (Berkowitz, Logue & Noser, "The Total
       Cost of Transactions on the NYSE", J. Finance 43(1), 1988); when the bar's
-      volume is 0 (only zero-size trades) ``vwap = close``. It is clipped to
-      ``[low, high]`` to absorb rounding.
+      volume is 0 (only zero-size trades) ``vwap = close``. Both sums are exact
+      fixed-point sums (``actors/bar_kernels.py``), so nothing needs clipping: vwap
+      can differ from a price only by the rounding of ``price * size`` and of the
+      division.
     * A watermark ``w`` confirms every open bar whose end ``<= w``: it is emitted
       once with status ``confirmed`` and dropped from state. End-of-stream confirms
       every open bar.
@@ -34,8 +36,8 @@ Semantics:
         ``watermark - amend_window_ms`` can no longer amend them and is quarantined
         (reason ``late``). A correction is exact: it is the confirmed bar merged with
         the late trades, so it equals the bar of all the trades.
-    * Malformed trades (non-finite price or size, negative size, ts outside
-      1698-2242) are quarantined as ``invalid_trade``.
+    * Malformed trades (non-finite price or size, negative size, size or notional of
+      2**64 or more, ts outside 1698-2242) are quarantined as ``invalid_trade``.
     * With ``emit_forming``, every watermark emits, after the bars it confirms, one
       ``forming`` row per bar touched since the previous watermark and still open
       (current values). Deferring them to the watermark that follows each batch
@@ -57,14 +59,12 @@ timeframe as parallel numpy arrays sorted by a packed (symbol id, bar second) in
 key; a batch's partial bars are merged into them with ``np.searchsorted`` and
 vectorised pairwise combines.
 
-Volume and ``pv`` are float64 sums: re-batching the same ticks may change their last
-bits (float addition is not associative); ``open``, ``high``, ``low``, ``close``,
-``trade_count`` and ``ts`` never change.
+Volume and ``pv`` are exact fixed-point sums: re-batching, re-sharding or re-pacing the
+same ticks gives bit-identical bars (every column).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import numpy as np
@@ -72,12 +72,14 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from actors.bar_kernels import (
+    FIXED_MAX,
     BarArrays,
-    NS_PER_S,
+
     TS_MAX,
     TS_MIN,
     TradeColumns,
     Trades,
+    fixed_to_float,
     group_starts,
     merge_bars,
     pack_key,
@@ -86,7 +88,8 @@ from actors.bar_kernels import (
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, quarantine_row
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, QUARANTINE_ROW, quarantine_row
+from graph.times import iso_ns
 from graph.timeframes import DAILY, INTRADAY_NS, TIMEFRAMES
 
 __all__ = ["BarEngine", "BarParams", "Session"]
@@ -95,7 +98,7 @@ _TF_INDEX = {tf: i for i, tf in enumerate(TIMEFRAMES)}
 _TF_NAMES = pa.array(TIMEFRAMES)
 _NO_WATERMARK = int(np.iinfo(np.int64).min)
 _END_OF_STREAM = int(np.iinfo(np.int64).max)
-_SNAPSHOT_VERSION = 2
+_SNAPSHOT_VERSION = 3
 _CONSOLIDATE_CHUNKS = 64  # amend: confirmed-bar chunks kept before they are merged and pruned
 
 _INTRADAY = list(INTRADAY_NS.items())
@@ -140,12 +143,10 @@ def _floats(column: pa.Array) -> np.ndarray:
 
 
 def _iso(ts: int) -> str:
-    """``ts`` (int ns UTC) as ISO-8601 with nanoseconds, e.g. ``2012-06-21T13:30:00.5Z``."""
+    """``ts`` (int ns UTC) as ISO-8601 (:func:`graph.times.iso_ns`); the engine's sentinels by name."""
     if ts in (_NO_WATERMARK, _END_OF_STREAM):
         return "end-of-stream" if ts == _END_OF_STREAM else "none"
-    seconds, nanos = divmod(int(ts), NS_PER_S)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
+    return iso_ns(ts)
 
 
 # --------------------------------------------------------------------------- operator
@@ -269,7 +270,8 @@ class BarEngine(Operator):
             for tf, bars in touched:
                 self._touched.setdefault(tf, []).append(pack_key(bars.symbol, bars.ts))
         if quarantine:
-            emits.append(("quarantine", pa.RecordBatch.from_pylist(quarantine, schema=QUARANTINE)))
+            quarantine.sort(key=lambda row: row.pop("_position"))  # input order, as the host's positions need
+            emits.append(("quarantine", pa.RecordBatch.from_pylist(quarantine, schema=QUARANTINE_ROW)))
         return emits
 
     def on_watermark(self, ts: int) -> list[Emit]:
@@ -343,7 +345,9 @@ class BarEngine(Operator):
             size=_floats(trades.column("size")),
             row=np.arange(trades.num_rows),
         )
-        valid = np.isfinite(ticks.price) & np.isfinite(ticks.size) & (ticks.size >= 0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            valid = np.isfinite(ticks.price) & np.isfinite(ticks.size) & (ticks.size >= 0) & (ticks.price >= 0)
+            valid &= (ticks.size < FIXED_MAX) & (ticks.price * ticks.size < FIXED_MAX)
         valid &= (ticks.ts > TS_MIN) & (ticks.ts < TS_MAX)
         if valid.all():
             return ticks, []
@@ -443,8 +447,8 @@ class BarEngine(Operator):
         def column(name: str) -> np.ndarray:
             return np.concatenate([getattr(b, name) for _, b in parts])[order]
 
-        close, volume, pv = column("close"), column("volume"), column("pv")
-        low, high = column("low"), column("high")
+        close = column("close")
+        volume, pv = fixed_to_float(column("volume")), fixed_to_float(column("pv"))
         with np.errstate(divide="ignore", invalid="ignore"):
             vwap = np.where(volume > 0, pv / volume, close)
         columns = [
@@ -452,11 +456,11 @@ class BarEngine(Operator):
             _TF_NAMES.take(tf[order]),
             ts[order],
             column("open"),
-            high,
-            low,
+            column("high"),
+            column("low"),
             close,
             volume,
-            np.clip(vwap, low, high),
+            vwap,
             column("trade_count"),
             pa.repeat(status, len(order)),
         ]
@@ -502,7 +506,7 @@ class BarEngine(Operator):
                 f"late trade {name} ts={_iso(tick_ts)} ({tick_ts}) is older than the watermark "
                 f"{watermark}; {why}: not applied to any bar"
             )
-            rows.append(quarantine_row(self.ctx.node_id, raw, "late", detail))
+            rows.append({**quarantine_row(self.ctx.node_id, raw, "late", detail), "_position": int(ticks.row[position])})
         return rows
 
     def _keep_final(self, tf: int, bars: BarArrays) -> None:
@@ -558,13 +562,13 @@ class BarEngine(Operator):
         """Quarantine rows (reason ``invalid_trade``) for malformed trades; counts them."""
         self._counts["invalid"] += len(positions)
         rows = []
-        for raw in trades.take(pa.array(positions)).to_pylist():
+        for position, raw in zip(positions.tolist(), trades.take(pa.array(positions)).to_pylist()):
             detail = (
                 f"trade {raw['symbol']} ts={raw['ts']} has price {raw['price']!r} and size "
-                f"{raw['size']!r}; price must be finite, size finite and >= 0, ts within "
-                "1698-2242; trade quarantined"
+                f"{raw['size']!r}; price must be finite and >= 0, size finite and >= 0, size and "
+                "notional below 2**64, ts within 1698-2242; trade quarantined"
             )
-            rows.append(quarantine_row(self.ctx.node_id, raw, "invalid_trade", detail))
+            rows.append({**quarantine_row(self.ctx.node_id, raw, "invalid_trade", detail), "_position": position})
         return rows
 
     # ------------------------------------------------------------------ metrics, checkpoints

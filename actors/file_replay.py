@@ -5,7 +5,9 @@ files are k-way merged by :class:`TickMerge`, so memory stays bounded whatever t
 sizes. The paced ``replay`` kind (``actors/replayer.py``) reuses the same file specs and
 the same merge.
 
-Merge order: every row gets a merge key, the running max of ``ts`` within its file, so a
+Merge order: every row gets a merge key, the running max of ``ts`` within its file (over
+plausible timestamps only: a tick dated 2264 or 1970 is a unit mistake, quarantined by the
+normalizer, and must not push the rest of its file behind every other file), so a
 file's own row order is always kept (an out-of-order row replays where the file put it,
 and downstream sees it as a late tick). Rows are emitted by (key, file position in
 ``files``, file row): equal timestamps come from the earlier file first, and the output
@@ -34,6 +36,7 @@ from graph.operator import Emit, OperatorContext, Source, Watermark
 from graph.operator import Params as BaseParams
 from graph.params import InputFile
 from graph.schemas import QUARANTINE, TICK, empty_batch
+from graph.times import EventTimeRange
 from graph.watermarks import WatermarkGenerator
 
 __all__ = [
@@ -194,15 +197,17 @@ def new_stats(format_name: str) -> dict[str, Any]:
 class _Feed:
     """One input in the merge: its reader and the ticks read but not yet emitted."""
 
-    def __init__(self, index: int, chunks: Iterator[formats.TickChunk]) -> None:
-        self.index, self.chunks = index, chunks
+    def __init__(self, index: int, chunks: Iterator[formats.TickChunk], plausible: EventTimeRange) -> None:
+        self.index, self.chunks, self.plausible = index, chunks, plausible
         self.ticks = empty_batch(TICK)
         self.keys = np.zeros(0, dtype=np.int64)  # merge key of each pending tick
-        self.carry = np.iinfo(np.int64).min  # running max of ts so far
+        self.carry = _NO_KEY  # running max of (plausible) ts so far
         self.done = False
 
     def push(self, ticks: pa.RecordBatch) -> None:
-        keys = np.maximum.accumulate(ticks.column("ts").to_numpy())
+        ts = ticks.column("ts").to_numpy()
+        inside = self.plausible.contains(ts)
+        keys = np.maximum.accumulate(ts if inside.all() else np.where(inside, ts, _NO_KEY))
         np.maximum(keys, self.carry, out=keys)
         self.carry = int(keys[-1])
         self.ticks, self.keys = ticks, keys
@@ -212,6 +217,8 @@ class _Feed:
         self.ticks, self.keys = self.ticks.slice(count), self.keys[count:]
         return head
 
+
+_NO_KEY = int(np.iinfo(np.int64).min)
 
 #: A filter applied to each chunk of ticks as read: TICK batch -> bool mask of rows to keep
 #: (numpy, shape (n,)), or None to keep all. Rows not kept are counted as ``filtered``.
@@ -233,6 +240,7 @@ class TickMerge:
         stats: one counter dict per input (:func:`new_stats`), updated in place:
             ``rows_read``, ``ticks`` (read and kept), ``quarantined``, ``filtered``, ``slow_path``.
         keep: optional :data:`TickFilter` (symbols, time range).
+        plausible: the plausible event times; ticks outside never advance a merge key.
     """
 
     def __init__(
@@ -240,14 +248,16 @@ class TickMerge:
         readers: list[Iterator[formats.TickChunk]],
         stats: list[dict[str, Any]],
         keep: TickFilter | None = None,
+        plausible: EventTimeRange | None = None,
     ) -> None:
         self._readers = readers
         self._stats = stats
         self._keep = keep
+        self._plausible = plausible or EventTimeRange()
         self._feeds: list[_Feed] = []
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch, np.ndarray | None]]:
-        self._feeds = [_Feed(i, reader) for i, reader in enumerate(self._readers)]
+        self._feeds = [_Feed(i, reader, self._plausible) for i, reader in enumerate(self._readers)]
         while True:
             for feed in self._feeds:
                 yield from self._refill(feed)
@@ -333,7 +343,7 @@ class FileReplay(Source):
 
     Outputs:
         ticks: TICK batches of at most ``batch_rows`` rows, each followed by a
-            ``Watermark``: the largest ``ts`` emitted so far minus the graph's
+            ``Watermark``: the largest plausible ``ts`` emitted so far minus the graph's
             ``event_time.allowed_lateness_ms`` (exact with the default 0).
         quarantine: QUARANTINE rows (malformed input), emitted as they are found.
 
@@ -372,7 +382,8 @@ class FileReplay(Source):
             ValueError: a file's content contradicts its format (e.g. LOBSTER row counts differ).
         """
         readers = [spec.read(self.block_bytes) for spec in self.params.files]
-        self._merge = TickMerge(readers, list(self._stats.values()), symbol_filter(self.params.symbols))
+        plausible = self.ctx.event_time_range
+        self._merge = TickMerge(readers, list(self._stats.values()), symbol_filter(self.params.symbols), plausible)
         watermarks = WatermarkGenerator("replay", allowed_lateness_ns=self.ctx.allowed_lateness_ns)
         pending: list[pa.RecordBatch] = []
         pending_rows, limit = 0, self.params.batch_rows
@@ -387,9 +398,13 @@ class FileReplay(Source):
                 batch, pending = take_rows(pending, min(limit, pending_rows))
                 pending_rows -= batch.num_rows
                 self._emitted += batch.num_rows
-                watermarks.observe(pc.max(batch.column("ts")).as_py())
+                newest = plausible.plausible_max(batch.column("ts").to_numpy())
+                if newest is not None:
+                    watermarks.observe(newest)
                 yield "ticks", batch
-                yield Watermark(watermarks.current())
+                watermark = watermarks.current()
+                if watermark is not None:
+                    yield Watermark(watermark)
 
     def close(self) -> None:
         """Close every open file reader."""

@@ -11,20 +11,31 @@ Checks, in priority order (a row failing several is reported under the first):
 reason                    rule
 ========================  ===============================================================
 ``unknown_symbol``        ``symbols`` is set and the tick's symbol is not in it
+``bad_timestamp``         ``ts`` outside the graph's plausible event-time range
+                          (``event_time.earliest``/``latest``, default 1990-2100 UTC); the
+                          detail names the likely unit mistake (``graph/times.py``)
 ``bad_price``             trade (``price`` not null): price NaN, +-inf or <= 0
 ``bad_size``              trade: size null, NaN, +-inf or < 0 (size 0 is accepted)
 ``bad_quote``             quote (``price`` null): bid or ask present but NaN, +-inf or
                           <= 0, or neither bid nor ask present
 ``crossed_quote``         quote: bid > ask (a locked quote, bid == ask, is accepted)
-``late``                  late policy ``drop`` only: ``ts`` < the watermark (a late tick)
+``late``                  late policy ``drop`` only: ``ts`` < the tick's watermark (below)
 ``duplicate``             a replay of an already accepted (provider, symbol, kind, seq)
 ========================  ===============================================================
 
 Late ticks: the normalizer is where the graph's ``event_time.late_policy`` ``drop``
 happens, so that every tick read is accounted for at one node (ticks read = accepted +
-quarantined, the run summary's identity). A tick older than the watermark (which already
-lags the newest event time by ``allowed_lateness_ms``) is quarantined with reason
-``late``, whatever its kind, and reaches no bar, signal or sink. Under ``amend`` late
+quarantined, the run summary's identity). A tick is judged against the watermark *as of
+its own position in the stream*: the running maximum of the (plausible) event times of
+every tick before it, minus ``allowed_lateness_ms`` -- or the last watermark received,
+if that is higher (a live source's idle advance). A tick older than that is quarantined
+with reason ``late``, whatever its kind, and reaches no bar, signal or sink. Judging
+against the last *received* watermark only would make lateness depend on batch size (a
+tick moved 5 minutes back inside one 65,536-row batch passed, the same tick in 1,000-row
+batches was late); the running maximum gives the same verdict for every ``batch_rows``,
+``batch_interval_ms`` and speed, because the stream order is the same. Every tick with a
+plausible ``ts`` counts towards the maximum, whatever its verdict, as it does in the
+source's watermark. Under ``amend`` late
 ticks are accepted (counted as ``late_accepted``) and the bar engine corrects the
 confirmed bars they change. The bar engine applies the same rule for graphs without a
 normalizer; behind a normalizer it never sees a late tick under ``drop``.
@@ -47,7 +58,6 @@ format the quarantine rows of rejected ticks.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,13 +65,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import QUARANTINE, TICK, stream_source
+from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK, stream_source
+from graph.times import iso_ns
 
 __all__ = ["Normalizer", "NormalizerParams", "REASONS"]
 
 #: Quarantine reason codes, in check priority order.
 REASONS: tuple[str, ...] = (
     "unknown_symbol",
+    "bad_timestamp",
     "bad_price",
     "bad_size",
     "bad_quote",
@@ -69,7 +81,8 @@ REASONS: tuple[str, ...] = (
     "late",
     "duplicate",
 )
-_UNKNOWN_SYMBOL, _BAD_PRICE, _BAD_SIZE, _BAD_QUOTE, _CROSSED_QUOTE, _LATE, _DUPLICATE = range(1, 8)
+_UNKNOWN_SYMBOL, _BAD_TIMESTAMP, _BAD_PRICE, _BAD_SIZE, _BAD_QUOTE, _CROSSED_QUOTE, _LATE, _DUPLICATE = range(1, 9)
+_NONE = int(np.iinfo(np.int64).min)  # no event time seen yet
 _TRADE, _QUOTE = "trade", "quote"
 _SYMBOLS_SHOWN = 5  # how many configured symbols an unknown_symbol detail lists
 
@@ -165,6 +178,9 @@ class Normalizer(Operator):
         self._late_accepted = 0
         self._quarantined = dict.fromkeys(REASONS, 0)
         self._watermark: int | None = None
+        self._max_ts = _NONE  # largest plausible ts received so far
+        self._plausible = ctx.event_time_range
+        self._row_watermark = np.zeros(0, dtype=np.int64)  # per row of the current batch
 
     # -- operator hooks ----------------------------------------------------------------
 
@@ -188,15 +204,18 @@ class Normalizer(Operator):
         self._received += n
         if n == 0:
             return []
-        reason = self._reasons(batch)
+        ts = batch["ts"].to_numpy()
+        plausible = self._plausible.contains(ts)
+        self._row_watermark = self._watermarks(ts, plausible)
+        reason = self._reasons(batch, ts, plausible)
         if self.params.dedup:
             self._dedup(batch, reason)
         ok = reason == 0
         emits: list[Emit] = []
         accepted = int(ok.sum())
         self._accepted += accepted
-        if self._watermark is not None and self.ctx.late_policy == "amend":
-            self._late_accepted += int(np.count_nonzero(ok & (batch["ts"].to_numpy() < self._watermark)))
+        if self.ctx.late_policy == "amend":
+            self._late_accepted += int(np.count_nonzero(ok & (ts < self._row_watermark)))
         if accepted == n:
             emits.append(("ticks", batch))
         elif accepted:
@@ -204,6 +223,20 @@ class Normalizer(Operator):
         if accepted < n:
             emits.append(("quarantine", self._quarantine(batch, reason)))
         return emits
+
+    def _watermarks(self, ts: np.ndarray, plausible: np.ndarray) -> np.ndarray:
+        """The watermark each row is judged against (int64 ns; ``_NONE``: none yet), and
+        the running maximum advanced past the batch. See the module docstring."""
+        seen = np.maximum.accumulate(np.where(plausible, ts, _NONE))
+        before = np.empty_like(seen)
+        before[0] = self._max_ts
+        np.maximum(seen[:-1], self._max_ts, out=before[1:])
+        self._max_ts = max(self._max_ts, int(seen[-1]))
+        lateness = self.ctx.allowed_lateness_ns
+        marks = np.where(before == _NONE, _NONE, before - lateness)
+        if self._watermark is not None:
+            np.maximum(marks, self._watermark, out=marks)
+        return marks
 
     def on_watermark(self, ts: int) -> list[Emit]:
         """Record the watermark (int64 ns UTC): later ticks older than it are late; forget
@@ -238,6 +271,7 @@ class Normalizer(Operator):
             "late_accepted": self._late_accepted,
             "quarantined": dict(self._quarantined),
             "watermark": self._watermark,
+            "max_ts": self._max_ts,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -248,6 +282,7 @@ class Normalizer(Operator):
         self._late_accepted = state.get("late_accepted", 0)
         self._quarantined = {**dict.fromkeys(REASONS, 0), **state["quarantined"]}
         self._watermark = state.get("watermark")
+        self._max_ts = state.get("max_ts", _NONE)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -285,7 +320,7 @@ class Normalizer(Operator):
                 f"to the TICK schema: {e}"
             ) from e
 
-    def _reasons(self, batch: pa.RecordBatch) -> np.ndarray:
+    def _reasons(self, batch: pa.RecordBatch, ts: np.ndarray, plausible: np.ndarray) -> np.ndarray:
         """int8 per row: 0 if valid so far, else 1 + index into REASONS (first failing)."""
         n = batch.num_rows
         is_trade = _to_bool(pc.is_valid(batch["price"]))
@@ -299,6 +334,7 @@ class Normalizer(Operator):
         with np.errstate(invalid="ignore"):
             checks = [
                 (_UNKNOWN_SYMBOL, self._unknown_symbol(batch)),
+                (_BAD_TIMESTAMP, ~plausible),
                 (_BAD_PRICE, is_trade & ~(np.isfinite(price) & (price > 0))),
                 (_BAD_SIZE, is_trade & ~(np.isfinite(size) & (size >= 0))),
                 (
@@ -311,7 +347,7 @@ class Normalizer(Operator):
                     ),
                 ),
                 (_CROSSED_QUOTE, is_quote & bid_present & ask_present & (bid > ask)),
-                (_LATE, self._late(batch)),
+                (_LATE, self._late(ts)),
             ]
         reason = np.zeros(n, dtype=np.int8)
         for code, failed in reversed(checks):  # earlier checks overwrite later ones
@@ -319,11 +355,11 @@ class Normalizer(Operator):
                 reason[failed] = code
         return reason
 
-    def _late(self, batch: pa.RecordBatch) -> np.ndarray | None:
-        """Late policy ``drop``: rows with ``ts`` < the watermark; None if nothing can be late."""
-        if self._watermark is None or self.ctx.late_policy != "drop":
+    def _late(self, ts: np.ndarray) -> np.ndarray | None:
+        """Late policy ``drop``: rows with ``ts`` < their watermark; None if nothing can be late."""
+        if self.ctx.late_policy != "drop":
             return None
-        return batch["ts"].to_numpy() < self._watermark
+        return ts < self._row_watermark
 
     def _unknown_symbol(self, batch: pa.RecordBatch) -> np.ndarray | None:
         if self._symbols is None:
@@ -376,9 +412,9 @@ class Normalizer(Operator):
         ticks = batch.take(pa.array(rejected)).to_pylist()
         codes = reason[rejected].tolist()
         details = []
-        for tick, code in zip(ticks, codes):
+        for tick, code, pos in zip(ticks, codes, rejected.tolist()):
             self._quarantined[REASONS[code - 1]] += 1
-            details.append(self._detail(code, tick))
+            details.append(self._detail(code, tick, int(self._row_watermark[pos])))
         columns = {
             "source": [stream_source(self.ctx.node_id, t["provider"], t["symbol"]) for t in ticks],
             "row": [tick["seq"] for tick in ticks],
@@ -388,15 +424,17 @@ class Normalizer(Operator):
             "detail": details,
             "raw": [json.dumps(tick, separators=(",", ":"), allow_nan=True) for tick in ticks],
         }
-        return pa.RecordBatch.from_pydict(columns, schema=QUARANTINE)
+        return pa.RecordBatch.from_pydict(columns, schema=QUARANTINE_ROW)
 
-    def _detail(self, code: int, tick: dict[str, Any]) -> str:
+    def _detail(self, code: int, tick: dict[str, Any], watermark: int) -> str:
         if code == _UNKNOWN_SYMBOL:
             known = self._symbols.to_pylist()
             shown = ", ".join(known[:_SYMBOLS_SHOWN])
             if len(known) > _SYMBOLS_SHOWN:
                 shown += f", ... ({len(known)} in all)"
             return f"symbol {tick['symbol']!r} is not one of the configured symbols ({shown})"
+        if code == _BAD_TIMESTAMP:
+            return self._plausible.describe(tick["ts"])
         if code == _BAD_PRICE:
             return f"price {_show(tick['price'])} must be a finite number > 0"
         if code == _BAD_SIZE:
@@ -411,8 +449,9 @@ class Normalizer(Operator):
             return f"bid {_show(tick['bid'])} > ask {_show(tick['ask'])}: crossed quote (bid must be <= ask)"
         if code == _LATE:
             return (
-                f"ts {tick['ts']} ({_iso(tick['ts'])}) is older than the watermark {self._watermark} "
-                f"({_iso(self._watermark)}): late tick; late_policy drop: not applied"
+                f"ts {tick['ts']} ({iso_ns(tick['ts'])}) is older than its watermark {watermark} "
+                f"({iso_ns(watermark)}; newest earlier event time minus allowed lateness): "
+                "late tick; late_policy drop: not applied"
             )
         kind = _QUOTE if tick["price"] is None else _TRADE
         return (
@@ -432,13 +471,6 @@ def _to_bool(array: pa.Array) -> np.ndarray:
 
 def _absent_or_valid(value: float | None) -> bool:
     return value is None or (np.isfinite(value) and value > 0)
-
-
-def _iso(ts: int) -> str:
-    """``ts`` (int ns UTC) as ISO-8601 with nanoseconds, e.g. ``2012-06-21T13:30:00.5Z``."""
-    seconds, nanos = divmod(int(ts), 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
 
 
 def _show(value: float | None) -> str:

@@ -48,9 +48,7 @@ emitted.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -71,6 +69,7 @@ from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
 from graph.operator import Params as BaseParams
 from graph.params import OutputPath
 from graph.schemas import ORIGIN_REPLAY, QUARANTINE, TICK
+from graph.times import parse_time_ns
 
 __all__ = ["Replayer", "ReplayerParams", "REPLAY_RUN_ID_KEY", "parse_time_ns", "replay_run_id"]
 
@@ -80,54 +79,6 @@ _log = logging.getLogger("tickgraph.replayer")
 REPLAY_RUN_ID_KEY = "tickgraph.replay_run_id"
 #: Longest single sleep inside ``events()`` while waiting (pacing or paused), ns.
 MAX_SLEEP_NS = 50_000_000
-_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$")
-_NS_PER_S = 1_000_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def parse_time_ns(value: int | str | dt.datetime) -> int:
-    """A point in time as int64 ns UTC.
-
-    Args:
-        value: int ns since the epoch (or its decimal text); ISO-8601 text with a UTC
-            offset and up to 9 decimals (``2012-06-21T14:00:00.5-04:00``, ``...Z``); or an
-            aware ``datetime`` (YAML turns unquoted timestamps into one).
-
-    Returns:
-        int ns since 1970-01-01 UTC.
-
-    Raises:
-        ValueError: text that is neither, or a time without a UTC offset.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a time")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            text = value.isoformat()
-            raise ValueError(f"{text!r} has no UTC offset; write e.g. '{text}Z' or '{text}-04:00'")
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1_000
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time (int ns UTC or ISO-8601 text with offset)")
-    text = value.strip()
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    match = _ISO.match(text)
-    if match is None:
-        raise ValueError(
-            f"{value!r} is not a time: expected int ns UTC or ISO-8601 with offset, e.g. '2012-06-21T14:00:00Z'"
-        )
-    day, clock, fraction, offset = match.groups()
-    if offset is None:
-        raise ValueError(f"{value!r} has no UTC offset; write e.g. '{text}Z' or '{text}-04:00'")
-    offset = "+00:00" if offset == "Z" else offset
-    try:
-        whole = dt.datetime.fromisoformat(f"{day}T{clock}{offset}")
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid time: {exc}") from None
-    return parse_time_ns(whole) + int((fraction or "").ljust(9, "0") or 0)
 
 
 def replay_run_id(batch: pa.RecordBatch) -> str | None:
@@ -400,7 +351,7 @@ class Replayer(Source):
                     chunk_rows=params.batch_rows,
                 )  # fmt: skip
             )
-        self._merge = TickMerge(readers, list(self._stats.values()), self._filter())
+        self._merge = TickMerge(readers, list(self._stats.values()), self._filter(), self.ctx.event_time_range)
         interval_ms = params.batch_interval_ms
         if interval_ms is None:
             interval_ms = 0 if params.speed == 0 else 100
@@ -505,14 +456,14 @@ class Replayer(Source):
         self._started = True
         url = self.params.job_database_url
         if url is None:
-            self.run_id = uuid.uuid4().hex
+            self.run_id = self.ctx.run_id or uuid.uuid4().hex
             return
         from db.jobs import start_job
 
         clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
         self.run_id = start_job(
             url, "replay", provider=self._provider(), symbols=self.params.symbols or [],
-            metadata_json=self._job_metadata(), **clock,
+            metadata_json=self._job_metadata(), job_id=self.ctx.run_id or None, **clock,
         )  # fmt: skip
         self._job_open = True
 

@@ -52,13 +52,14 @@ def start_job(
     symbols: Sequence[str] = (),
     metadata_json: dict[str, Any] | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
+    job_id: str | None = None,
 ) -> str:
-    """Insert a ``running`` job row; returns its id (uuid4 hex).
+    """Insert a ``running`` job row; returns its id (``job_id``, default a new uuid4 hex).
 
     Raises:
-        StoreError: the database refused the write (URL masked).
+        StoreError: the database refused the write (URL masked), e.g. the id exists.
     """
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     row = {
         "id": job_id,
         "job_name": job_name,

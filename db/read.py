@@ -181,5 +181,5 @@ def read_bars(
 def read_quarantine(
     url: str | URL, *, source: str | None = None
 ) -> pd.DataFrame:
-    """Stored quarantine rows as a DataFrame ordered by (source, row, reason); QUARANTINE columns."""
+    """Stored quarantine rows as a DataFrame ordered by (run_id, source, position); QUARANTINE columns."""
     return read_table(url, quarantine, where=_where(source=source)).to_pandas()

@@ -104,8 +104,9 @@ def table_from_schema(
 bars_ohlcv = table_from_schema(
     "bars_ohlcv", BAR, ("symbol", "timeframe", "ts"), exclude=("status",), sqlite_with_rowid=False
 )
-#: Rejected input rows, with their reason.
-quarantine = table_from_schema("quarantine", QUARANTINE, ("source", "row", "reason"))
+#: Rejected input rows, with their reason: one row per rejection, keyed by the run, the
+#: source and the rejection's ordinal at its node (see ``graph.schemas.QUARANTINE``).
+quarantine = table_from_schema("quarantine", QUARANTINE, ("run_id", "source", "position"))
 #: Canonical ticks (live recordings, imports); replayable with the same graph.
 tick_data = table_from_schema("tick_data", TICK, ("provider", "symbol", "ts", "seq"), sqlite_with_rowid=False)
 #: Signal values, one per (provider, symbol, ts, name); ``created_at`` (int64 ns UTC wall

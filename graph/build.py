@@ -37,8 +37,8 @@ class RunResult:
     stopped_early: bool = False
 
 
-def plan_hosts(loaded: LoadedGraph) -> dict[str, list[HostConfig]]:
-    """One :class:`HostConfig` per shard of every node, in topological order."""
+def plan_hosts(loaded: LoadedGraph, run_id: str = "") -> dict[str, list[HostConfig]]:
+    """One :class:`HostConfig` per shard of every node, in topological order (``run_id``: the run's id)."""
     spec = loaded.spec
     plan: dict[str, list[HostConfig]] = {}
     for node_id in loaded.order:
@@ -57,6 +57,7 @@ def plan_hosts(loaded: LoadedGraph) -> dict[str, list[HostConfig]]:
                 inputs=channels,
                 graph_file=str(loaded.path),
                 event_time=spec.event_time.model_dump(),
+                run_id=run_id,
             )
             for shard in range(node.parallelism)
         ]
@@ -105,8 +106,9 @@ def plan_chains(loaded: LoadedGraph) -> list[list[str]]:
 class GraphRun:
     """A built graph: drive it with :meth:`run`, then it is finished (one run per build)."""
 
-    def __init__(self, loaded: LoadedGraph, backend: str, hosts: dict[tuple[str, int], Any]) -> None:
+    def __init__(self, loaded: LoadedGraph, backend: str, hosts: dict[tuple[str, int], Any], run_id: str = "") -> None:
         self.loaded = loaded
+        self.run_id = run_id
         self.backend = backend
         self.hosts = hosts
         self.sources = [
@@ -235,13 +237,15 @@ def _kind_class(loaded: LoadedGraph, node_id: str) -> type:
     return load_kind(loaded.spec.node(node_id).kind)
 
 
-def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
+def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = None) -> GraphRun:
     """Start and wire every node shard.
 
     Args:
         loaded: a validated graph (``graph.spec.load_graph``).
         backend: ``"ray"`` (actors in the connected Ray cluster; call ``ray.init``
             first) or ``"local"`` (plain objects in this process).
+        run_id: the run's id (stamped on quarantine rows; a replay's ``job_runs.id``);
+            default a new uuid4 hex.
 
     Returns:
         A :class:`GraphRun` ready to :meth:`GraphRun.run`.
@@ -250,7 +254,8 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
         NodeFailure: an operator failed to start (e.g. the store cannot connect).
         ValueError: unknown backend.
     """
-    plan = plan_hosts(loaded)
+    run_id = run_id or uuid.uuid4().hex
+    plan = plan_hosts(loaded, run_id)
     routes = plan_routes(loaded)
     max_in_flight = loaded.spec.runtime.max_in_flight
     if backend == "local":
@@ -262,14 +267,14 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
             host.start()
         for (node_id, _), host in hosts.items():
             host.connect(routes[node_id], transport)
-        return GraphRun(loaded, backend, hosts)
+        return GraphRun(loaded, backend, hosts, run_id)
     if backend != "ray":
         raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
 
     import ray
 
     actor_class = ray.remote(HostGroup)
-    run_tag = uuid.uuid4().hex[:6]
+    run_tag = run_id[:6]
     hosts = {}
     groups = []
     for node_ids in plan_chains(loaded):
@@ -286,7 +291,7 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
                 hosts[(config.node_id, config.shard)] = handle
             if len(node_ids) > 1:
                 break  # a chain is parallelism 1: one actor
-    run = GraphRun(loaded, backend, hosts)
+    run = GraphRun(loaded, backend, hosts, run_id)
     try:
         starts = [(configs, handle.start.remote()) for handle, configs in groups]
         for configs, ref in starts:

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange
+
 __all__ = [
     "Emit",
     "Watermark",
@@ -71,6 +73,9 @@ class OperatorContext:
         graph_file: the graph file this operator belongs to (None when built in code).
         allowed_lateness_ns, late_policy, idle_timeout_ns, forming_interval_ns: the
             graph's ``event_time`` settings (``graph/spec.py: EventTimeSettings``), in ns.
+        earliest_ns, latest_ns: the plausible event-time range ``[earliest, latest)``
+            (``event_time.earliest/latest``, int ns UTC; ``graph/times.py``).
+        run_id: the graph run's id (``job_runs.id`` of a replay); "" when built in code.
     """
 
     node_id: str
@@ -83,6 +88,14 @@ class OperatorContext:
     late_policy: str = "drop"
     idle_timeout_ns: int | None = 5_000_000_000
     forming_interval_ns: int = 0
+    earliest_ns: int = DEFAULT_EARLIEST_NS
+    latest_ns: int = DEFAULT_LATEST_NS
+    run_id: str = ""
+
+    @property
+    def event_time_range(self) -> EventTimeRange:
+        """The plausible event times as an :class:`~graph.times.EventTimeRange`."""
+        return EventTimeRange(self.earliest_ns, self.latest_ns)
 
 
 class Params(BaseModel):

@@ -43,6 +43,8 @@ import pyarrow.compute as pc
 
 from actors import load_kind
 from graph.operator import IDLE, OperatorContext, Source, Watermark
+from graph.schemas import stamp_quarantine
+from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS
 
 __all__ = [
     "DATA",
@@ -245,6 +247,9 @@ class HostConfig:
         shard, num_shards: this host's place in the node's parallelism.
         base_dir: the graph file's directory, for relative paths.
         inputs: the channels (``"node#shard"``) this host receives from.
+        graph_file: the graph file (None when built in code).
+        event_time: the graph's ``event_time`` settings (``EventTimeSettings.model_dump()``).
+        run_id: the graph run's id (uuid4 hex): stamped on every quarantine row.
     """
 
     node_id: str
@@ -256,6 +261,7 @@ class HostConfig:
     inputs: list[str] = field(default_factory=list)
     graph_file: str | None = None
     event_time: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
 
 
 class NodeHost:
@@ -280,6 +286,7 @@ class NodeHost:
         self.rows_in = 0
         self.rows_out: dict[str, int] = {}
         self.quarantined: dict[str, int] = {}
+        self._rejections = 0  # quarantine rows emitted so far: the next one's position
         self._events: Iterator | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -301,6 +308,9 @@ class NodeHost:
             late_policy=event_time.get("late_policy", "drop"),
             idle_timeout_ns=None if idle_ms is None else idle_ms * 1_000_000,
             forming_interval_ns=event_time.get("forming_interval_ms", 0) * 1_000_000,
+            earliest_ns=event_time.get("earliest", DEFAULT_EARLIEST_NS),
+            latest_ns=event_time.get("latest", DEFAULT_LATEST_NS),
+            run_id=cfg.run_id,
         )
         self.op = self._guard(lambda: cls(params, ctx))
         return self.channel
@@ -431,6 +441,10 @@ class NodeHost:
         for stream, batch in emits or ():
             if batch.num_rows == 0:
                 continue
+            if stream == "quarantine":
+                cfg = self.config
+                batch = stamp_quarantine(batch, cfg.run_id, self._rejections, cfg.num_shards, cfg.shard)
+                self._rejections += batch.num_rows
             self.rows_out[stream] = self.rows_out.get(stream, 0) + batch.num_rows
             if stream == "quarantine":
                 for item in pc.value_counts(batch.column("reason")).to_pylist():

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
     "TICK",
     "BAR",
     "QUARANTINE",
+    "QUARANTINE_ROW",
+    "stamp_quarantine",
     "SIGNAL",
     "JOB_RUN",
     "JOB_STATUSES",
@@ -79,22 +82,51 @@ BAR = pa.schema(
     ]
 )
 
-#: A rejected input row, kept with its reason so nothing is silently dropped.
-#: ``source`` names where it came from and ``row`` the place in it: for a file, the
-#: file path and its 0-based data row; for a tick rejected by an operator,
-#: :func:`stream_source` (``node/provider/symbol``) and the tick's ``seq`` -- seq is
-#: unique per provider and symbol, so (source, row, reason) identifies one rejection.
+#: A rejected input row, kept with its reason so nothing is silently dropped: one row per
+#: rejection. ``source`` names where the row came from and ``row`` the place in it: for a
+#: file, the file path and its 0-based data row; for a tick rejected by an operator,
+#: :func:`stream_source` (``node/provider/symbol``) and the tick's ``seq``. Neither is
+#: unique (three resends of one trade share source and seq), so a rejection is identified
+#: by ``(run_id, source, position)``: the graph run, and the rejection's ordinal among the
+#: rejections of the node (shard) that made it, in stream order -- the same for every
+#: batch size and speed. Operators build rows without those two (:data:`QUARANTINE_ROW`);
+#: the host stamps them (:func:`stamp_quarantine`).
 QUARANTINE = pa.schema(
     [
+        pa.field("run_id", pa.string(), nullable=False),  # the graph run (job_runs.id for a replay)
         pa.field("source", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),  # ordinal of the rejection at its node
         pa.field("row", pa.int64(), nullable=False),
         pa.field("symbol", pa.string()),
         pa.field("ts", pa.int64()),
-        pa.field("reason", pa.string(), nullable=False),  # short machine code, e.g. "nan_price"
+        pa.field("reason", pa.string(), nullable=False),  # short machine code, e.g. "bad_price"
         pa.field("detail", pa.string(), nullable=False),  # human sentence naming field and value
-        pa.field("raw", pa.string()),  # the offending input, as text
+        pa.field("raw", pa.string()),  # the offending input, as (escaped) text
     ]
 )
+#: QUARANTINE as an operator emits it: without the host-stamped ``run_id`` and ``position``.
+QUARANTINE_ROW = pa.schema([field for field in QUARANTINE if field.name not in ("run_id", "position")])
+
+
+def stamp_quarantine(batch: pa.RecordBatch, run_id: str, first_position: int, stride: int = 1, offset: int = 0) -> pa.RecordBatch:
+    """A QUARANTINE_ROW batch as QUARANTINE: ``run_id`` and ``position`` added.
+
+    Args:
+        batch: QUARANTINE_ROW rows in stream order (or QUARANTINE: returned unchanged).
+        run_id: the graph run's id.
+        first_position: the ordinal of the batch's first rejection at its node shard.
+        stride, offset: positions are ``(first_position + i) * stride + offset``: a node
+            with N shards uses stride N and its shard index, so positions stay unique
+            across shards.
+    """
+    if batch.schema.equals(QUARANTINE):
+        return batch
+    n = batch.num_rows
+    positions = (np.arange(first_position, first_position + n, dtype=np.int64) * stride) + offset
+    columns = {name: batch.column(name) for name in QUARANTINE_ROW.names}
+    columns["run_id"] = pa.repeat(run_id, n)
+    columns["position"] = pa.array(positions)
+    return pa.RecordBatch.from_arrays([columns[name] for name in QUARANTINE.names], schema=QUARANTINE)
 
 
 #: A signal value computed at event time ``ts`` (e.g. ``spread_bps`` on a quote).
@@ -137,7 +169,7 @@ def stream_source(node_id: str, provider: str, symbol: str) -> str:
 
 
 def quarantine_row(node_id: str, tick: dict, reason: str, detail: str) -> dict:
-    """One QUARANTINE row (a dict) for a TICK row ``tick`` (a dict) rejected by ``node_id``.
+    """One QUARANTINE_ROW row (a dict) for a TICK row ``tick`` (a dict) rejected by ``node_id``.
 
     ``source`` is :func:`stream_source`, ``row`` the tick's ``seq``, ``raw`` the tick as
     JSON with sorted keys (NaN written as ``NaN``).

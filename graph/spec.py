@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors import KINDS, load_kind
 from graph.operator import Source
+from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange, parse_time_ns
 
 __all__ = [
     "GraphError",
@@ -119,6 +120,10 @@ class EventTimeSettings(BaseModel):
             follows the wall clock, so quiet symbols still confirm; null disables.
         forming_interval_ms: at most one ``forming`` update per bar per this much
             event time (0: one per watermark).
+        earliest, latest: the plausible event times ``[earliest, latest)`` (ISO-8601 with
+            offset or int ns UTC; default 1990-01-01 to 2100-01-01 UTC). The normalizer
+            quarantines ticks outside as ``bad_timestamp`` (naming the likely unit
+            mistake), and no source lets them move a watermark (``graph/times.py``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -127,6 +132,18 @@ class EventTimeSettings(BaseModel):
     late_policy: Literal["drop", "amend"] = "drop"
     idle_timeout_ms: int | None = Field(default=5_000, ge=1)
     forming_interval_ms: int = Field(default=0, ge=0)
+    earliest: int = DEFAULT_EARLIEST_NS
+    latest: int = DEFAULT_LATEST_NS
+
+    @field_validator("earliest", "latest", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> int:
+        return parse_time_ns(value)
+
+    @model_validator(mode="after")
+    def _range(self) -> EventTimeSettings:
+        EventTimeRange(self.earliest, self.latest)  # raises ValueError when empty
+        return self
 
 
 class GraphSpec(BaseModel):

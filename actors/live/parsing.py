@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from graph.schemas import ORIGIN_LIVE, QUARANTINE, TICK
+from graph.schemas import ORIGIN_LIVE, QUARANTINE_ROW, TICK
 
 __all__ = [
     "FrameError",
@@ -265,6 +265,6 @@ class QuarantineRows:
 
     def take(self) -> pa.RecordBatch:
         """The pending rows as one QUARANTINE batch; then empty."""
-        batch = pa.RecordBatch.from_pylist(self.rows, schema=QUARANTINE)
+        batch = pa.RecordBatch.from_pylist(self.rows, schema=QUARANTINE_ROW)
         self.rows = []
         return batch

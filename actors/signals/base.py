@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from actors import indicators as ind
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE, SIGNAL, quarantine_row, stream_source
+from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE, QUARANTINE_ROW, SIGNAL, quarantine_row, stream_source
 
 __all__ = [
     "NO_WATERMARK",
@@ -157,7 +157,7 @@ class Signal(Operator):
         return [("signals", pa.RecordBatch.from_arrays(columns, schema=SIGNAL))]
 
     def _quarantine(self, rows: list[dict[str, Any]]) -> list[Emit]:
-        return [("quarantine", pa.RecordBatch.from_pylist(rows, schema=QUARANTINE))] if rows else []
+        return [("quarantine", pa.RecordBatch.from_pylist(rows, schema=QUARANTINE_ROW))] if rows else []
 
     # -- metrics and checkpoints -----------------------------------------------------------
     def metrics(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from actors import load_kind
 from actors.file_replay import FileReplay
 from graph.operator import OperatorContext, Watermark
-from graph.schemas import QUARANTINE, TICK
+from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK
 
 from tests.conftest import BOOKS, FIXTURES, LOBSTER, MESSAGES, QUOTES, TRADES
 
@@ -39,15 +39,19 @@ def run(p: FileReplay.Params, **kwargs) -> tuple[pa.Table, pa.Table, list, FileR
             assert event[1].schema.equals(TICK) and 0 < event[1].num_rows <= p.batch_rows
             ticks.append(event[1])
         else:
-            assert event[0] == "quarantine" and event[1].schema.equals(QUARANTINE)
+            assert event[0] == "quarantine" and event[1].schema.equals(QUARANTINE_ROW)
             bad.append(event[1])
     source.close()
     ticks_table = pa.Table.from_batches(ticks, schema=TICK)
-    return ticks_table, pa.Table.from_batches(bad, schema=QUARANTINE), log, source
+    return ticks_table, pa.Table.from_batches(bad, schema=QUARANTINE_ROW), log, source
+
+
+T0 = 1_582_329_600_000_000_000  # 2020-02-22T00:00:00Z: hand-written times are offsets from it
 
 
 def write_csv(path: Path, rows: list[tuple[str, int]]) -> dict:
-    path.write_text("symbol,ts\n" + "".join(f"{s},{t}\n" for s, t in rows))
+    """A canonical CSV; ``ts`` values are ns after T0 (so the times are plausible)."""
+    path.write_text("symbol,ts\n" + "".join(f"{s},{T0 + t}\n" for s, t in rows))
     return {"format": "canonical", "path": str(path), "provider": path.stem}
 
 
@@ -179,8 +183,8 @@ def test_out_of_order_rows_replay_in_file_order(tmp_path):
     a = write_csv(tmp_path / "a.csv", [("A", 10), ("A", 5), ("A", 20)])
     b = write_csv(tmp_path / "b.csv", [("B", 6), ("B", 7), ("B", 15)])
     ticks, _, log, _ = run(params([a, b], batch_rows=1))
-    assert ticks.column("ts").to_pylist() == [6, 7, 10, 5, 15, 20]
-    assert [e.ts for e in log if isinstance(e, Watermark)] == [6, 7, 10, 10, 15, 20]
+    assert [t - T0 for t in ticks.column("ts").to_pylist()] == [6, 7, 10, 5, 15, 20]
+    assert [e.ts - T0 for e in log if isinstance(e, Watermark)] == [6, 7, 10, 10, 15, 20]
 
 
 def test_ties_spanning_read_chunks_still_go_to_the_earlier_file(tmp_path):
@@ -205,7 +209,7 @@ def test_merge_matches_a_reference_sort(tmp_path_factory, files, batch_rows):
         key = -1
         for row, ts in enumerate(stamps):
             key = max(key, ts)
-            expected.append((key, index, row, ts))
+            expected.append((key, index, row, T0 + ts))
     ticks, _, _, _ = run(params(specs, batch_rows=batch_rows), block_bytes=64)
     got = list(zip(ticks.column("provider").to_pylist(), ticks.column("seq").to_pylist()))
     assert got == [(f"f{i}", row) for _, i, row, _ in sorted(expected)]

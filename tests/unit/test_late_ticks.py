@@ -236,7 +236,7 @@ def test_drop_quarantine_rows_name_each_late_tick(tmp_path, late_input):
     rows = rejected.frame("quarantine")
     assert set(rows["reason"]) == {"late"}
     assert sorted(zip(rows["symbol"], rows["row"], rows["ts"])) == sorted(zip(late["symbol"], late["seq"], late["ts"]))
-    assert rows["detail"].str.contains("is older than the watermark").all()
+    assert rows["detail"].str.contains("is older than its watermark").all()
     assert set(rows["source"]) == {"normalizer/lobster/AMZN", "normalizer/tardis/BTCUSDT"}
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from actors.normalizer import REASONS, Normalizer, NormalizerParams
 from graph.operator import OperatorContext
 from tests.conftest import FIXTURES
-from graph.schemas import QUARANTINE, TICK
+from graph.schemas import QUARANTINE_ROW, TICK
 
 LOBSTER = FIXTURES / "lobster_amzn_l1"
 MESSAGES = LOBSTER / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
@@ -71,6 +71,9 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=TICK, preserve_index=False)
 
 
+T0 = 1_340_285_400_000_000_000  # 2012-06-21T13:30:00Z: hand-written times are offsets from it
+
+
 def tick(**values) -> dict:
     """One hand-written tick (a valid AMZN trade unless overridden)."""
     row = dict(
@@ -97,7 +100,7 @@ def run(normalizer: Normalizer, batches) -> tuple[pa.Table, pa.Table]:
             out[stream].append(emitted)
     return (
         pa.Table.from_batches(out["ticks"], schema=TICK),
-        pa.Table.from_batches(out["quarantine"], schema=QUARANTINE),
+        pa.Table.from_batches(out["quarantine"], schema=QUARANTINE_ROW),
     )
 
 
@@ -149,7 +152,8 @@ def faulty_slice() -> tuple[pa.Table, dict[int, str]]:
     frame.loc[trades[7], "size"] = -100.0
     frame.loc[quotes[5], "bid"] = frame.loc[quotes[5], "ask"] + 0.05
     frame.loc[quotes[9], "symbol"] = "MSFT"
-    frame = pd.concat([frame, frame.loc[[trades[20]]]])  # a source row delivered twice
+    resent = int(trades[20]) + 1  # a source row delivered twice, the copy right after it (not late)
+    frame = pd.concat([frame.iloc[:resent], frame.loc[[trades[20]]], frame.iloc[resent:]])
     table = to_table(frame).combine_chunks()
     # a NaN price (null would make the row a quote) has to be set at the Arrow level
     price = table["price"].chunk(0)
@@ -165,7 +169,8 @@ def test_each_injected_fault_is_quarantined_with_its_reason_and_nothing_else_is_
     normalizer = make(symbols=["AMZN"])
     accepted, quarantined = run(normalizer, table.to_batches(max_chunksize=256))
 
-    replayed_seq = table["seq"][-1].as_py()
+    copy = int(pd.Series(table["seq"].to_numpy()).duplicated().to_numpy().argmax())  # position of the copy
+    replayed_seq = table["seq"][copy].as_py()
     assert replayed_seq not in expected
     reasons = list(zip(quarantined["row"].to_pylist(), quarantined["reason"].to_pylist()))
     assert sorted(reasons) == sorted([*expected.items(), (replayed_seq, "duplicate")])
@@ -176,8 +181,8 @@ def test_each_injected_fault_is_quarantined_with_its_reason_and_nothing_else_is_
     m = normalizer.metrics()
     assert m["received"] == 1001 and m["accepted"] == 996
     assert m["quarantined"] == {
-        "unknown_symbol": 1, "bad_price": 1, "bad_size": 1, "bad_quote": 0, "crossed_quote": 1, "late": 0,
-        "duplicate": 1,
+        "unknown_symbol": 1, "bad_timestamp": 0, "bad_price": 1, "bad_size": 1, "bad_quote": 0,
+        "crossed_quote": 1, "late": 0, "duplicate": 1,
     }  # fmt: skip
     # source = node/provider/symbol, so (source, row=seq, reason) is unique across symbols
     for source, symbol in zip(quarantined["source"].to_pylist(), quarantined["symbol"].to_pylist()):
@@ -193,7 +198,7 @@ def test_quarantine_row_names_field_value_and_keeps_the_raw_tick():
     normalizer = make()
     bad = tick(seq=42, price=math.nan)
     ((stream, rows),) = normalizer.on_batch("ticks", batch_of(bad))
-    assert stream == "quarantine" and rows.schema.equals(QUARANTINE)
+    assert stream == "quarantine" and rows.schema.equals(QUARANTINE_ROW)
     row = rows.to_pylist()[0]
     assert row["source"] == "normalize/lobster/AMZN" and row["row"] == 42
     assert row["symbol"] == "AMZN" and row["ts"] == bad["ts"]
@@ -336,11 +341,11 @@ def test_the_watermark_bounds_the_dedup_memory(policy):
     #   replays: s=1 (a late tick: quarantined as late under drop, accepted under amend),
     #            s=3 (duplicate)
     normalizer = Normalizer(NormalizerParams(), OperatorContext(node_id="normalize", late_policy=policy))
-    run(normalizer, [batch_of(tick(seq=1, ts=100), tick(seq=2, ts=200), tick(seq=3, ts=300))])
+    run(normalizer, [batch_of(tick(seq=1, ts=T0 + 100), tick(seq=2, ts=T0 + 200), tick(seq=3, ts=T0 + 300))])
     assert normalizer.metrics()["dedup_keys"] == 3
-    assert normalizer.on_watermark(250) == []
+    assert normalizer.on_watermark(T0 + 250) == []
     assert normalizer.metrics()["dedup_keys"] == 1
-    accepted, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=100), tick(seq=3, ts=300))])
+    accepted, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=T0 + 100), tick(seq=3, ts=T0 + 300))])
     if policy == "drop":
         assert accepted.num_rows == 0
         assert quarantined["row"].to_pylist() == [1, 3]
@@ -350,24 +355,25 @@ def test_the_watermark_bounds_the_dedup_memory(policy):
         assert quarantined["row"].to_pylist() == [3]
         assert quarantined["reason"].to_pylist() == ["duplicate"]
         assert normalizer.metrics()["late_accepted"] == 1
-    normalizer.on_watermark(10**18)
+    normalizer.on_watermark(T0 + 10**12)
     assert normalizer.metrics()["dedup_keys"] == 0
 
 
 def test_a_tick_older_than_the_watermark_is_late_and_a_tick_at_it_is_not():
-    #   watermark 1_000 (ns)
+    #   watermark T0 + 1_000 (ns)
     #   ticks: ts 999 (trade, late), 999 (quote, late), 1_000 (on time), 1_001 (on time)
     normalizer = make()
-    normalizer.on_watermark(1_000)
-    late_quote = tick(seq=2, ts=999, price=None, size=None, side=None)
-    ticks = batch_of(tick(seq=1, ts=999), late_quote, tick(seq=3, ts=1_000), tick(seq=4, ts=1_001))
+    normalizer.on_watermark(T0 + 1_000)
+    late_quote = tick(seq=2, ts=T0 + 999, price=None, size=None, side=None)
+    ticks = batch_of(tick(seq=1, ts=T0 + 999), late_quote, tick(seq=3, ts=T0 + 1_000), tick(seq=4, ts=T0 + 1_001))
     accepted, quarantined = run(normalizer, [ticks])
     assert accepted["seq"].to_pylist() == [3, 4]
     assert quarantined["row"].to_pylist() == [1, 2] and set(quarantined["reason"].to_pylist()) == {"late"}
     detail = quarantined["detail"][0].as_py()
     assert detail == (
-        "ts 999 (1970-01-01T00:00:00.000000999Z) is older than the watermark 1000 "
-        "(1970-01-01T00:00:00.000001Z): late tick; late_policy drop: not applied"
+        f"ts {T0 + 999} (2012-06-21T13:30:00.000000999Z) is older than its watermark {T0 + 1000} "
+        "(2012-06-21T13:30:00.000001Z; newest earlier event time minus allowed lateness): "
+        "late tick; late_policy drop: not applied"
     )
     m = normalizer.metrics()
     assert m["received"] == m["accepted"] + sum(m["quarantined"].values()) == 4
@@ -376,17 +382,17 @@ def test_a_tick_older_than_the_watermark_is_late_and_a_tick_at_it_is_not():
 
 def test_a_bad_late_tick_is_reported_by_its_defect_first():
     normalizer = make()
-    normalizer.on_watermark(1_000)
-    _, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=5, price=-1.0))])
+    normalizer.on_watermark(T0 + 1_000)
+    _, quarantined = run(normalizer, [batch_of(tick(seq=1, ts=T0 + 5, price=-1.0))])
     assert quarantined["reason"].to_pylist() == ["bad_price"]
 
 
 def test_late_state_survives_snapshot_and_restore():
     first = make()
-    first.on_watermark(1_000)
+    first.on_watermark(T0 + 1_000)
     second = make()
     second.restore(first.snapshot())
-    _, quarantined = run(second, [batch_of(tick(seq=1, ts=999))])
+    _, quarantined = run(second, [batch_of(tick(seq=1, ts=T0 + 999))])
     assert quarantined["reason"].to_pylist() == ["late"]
 
 

@@ -127,8 +127,9 @@ def test_a_rerun_rewrites_identical_files(tmp_path):
 def test_quarantine_rows_are_written(tmp_path):
     rows = pa.RecordBatch.from_pylist(
         [
-            dict(source="normalize", row=i, symbol="AMZN" if i % 2 else None, ts=1_340_285_400_000_000_000 + i,
-                 reason="bad_price", detail=f"price -{i}.0 must be a finite number > 0", raw=None)
+            dict(run_id="r1", source="normalize", position=i, row=i, symbol="AMZN" if i % 2 else None,
+                 ts=1_340_285_400_000_000_000 + i, reason="bad_price", detail=f"price -{i}.0 must be a finite number > 0",
+                 raw=None)
             for i in range(5)
         ],
         schema=QUARANTINE,
@@ -137,7 +138,7 @@ def test_quarantine_rows_are_written(tmp_path):
     assert sorted(p.name for p in (tmp_path / "quarantine").iterdir()) == ["part-0.parquet", "part-1.parquet"]
     table = ds.dataset(tmp_path / "quarantine", format="parquet").to_table()
     assert table["ts"].type == pa.timestamp("ns", tz="UTC")
-    back = table.set_column(3, "ts", table["ts"].cast(pa.int64()))
+    back = table.set_column(table.schema.get_field_index("ts"), "ts", table["ts"].cast(pa.int64()))
     assert back.cast(QUARANTINE).sort_by("row").equals(pa.Table.from_batches([rows]))
     assert sink.metrics()["rows_written"]["quarantine"] == 5
 

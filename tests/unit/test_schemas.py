@@ -79,7 +79,7 @@ def created_columns(tmp_path) -> dict[str, list[tuple]]:
     ("table", "schema", "dropped", "key"),
     [
         ("bars_ohlcv", BAR, {"status"}, ["symbol", "timeframe", "ts"]),
-        ("quarantine", QUARANTINE, set(), ["source", "row", "reason"]),
+        ("quarantine", QUARANTINE, set(), ["run_id", "source", "position"]),
         ("tick_data", TICK, set(), ["symbol", "ts", "provider", "seq"]),  # key columns in schema order
         ("signals", SIGNAL, set(), ["provider", "symbol", "ts", "name"]),
     ],
@@ -117,7 +117,9 @@ def test_parquet_files_derive_from_the_arrow_schemas(tmp_path):
     bar = dict(symbol="AMZN", timeframe="1m", ts=1_340_285_400_000_000_000, open=223.82, high=224.0, low=223.5,
                close=223.9, volume=1200.0, vwap=223.77, trade_count=14, status="confirmed")  # fmt: skip
     row = dict(
+        run_id="r1",
         source="normalize",
+        position=0,
         row=3,
         symbol="AMZN",
         ts=1,

@@ -75,11 +75,11 @@ def write(path: Path, batches: list[tuple[str, pa.RecordBatch]], **params) -> di
 def quarantine_rows() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(
         [
-            dict(source="normalize", row=17, symbol="AMZN", ts=1_340_285_400_190_226_476, reason="bad_price",
-                 detail="price nan must be a finite number > 0", raw='{"symbol":"AMZN","price":NaN}'),
-            dict(source="normalize", row=17, symbol="AMZN", ts=1_340_285_400_190_226_476, reason="duplicate",
-                 detail="seq 17 already seen", raw=None),
-            dict(source="fixtures/goog.csv", row=1204, symbol=None, ts=None, reason="bad_row",
+            dict(run_id="r1", source="normalize", position=0, row=17, symbol="AMZN", ts=1_340_285_400_190_226_476,
+                 reason="bad_price", detail="price nan must be a finite number > 0", raw='{"symbol":"AMZN","price":NaN}'),
+            dict(run_id="r1", source="normalize", position=1, row=17, symbol="AMZN", ts=1_340_285_400_190_226_476,
+                 reason="duplicate", detail="seq 17 already seen", raw=None),
+            dict(run_id="r1", source="fixtures/goog.csv", position=0, row=1204, symbol=None, ts=None, reason="bad_row",
                  detail="price -3.5 must be > 0", raw="GOOG,-3.5"),
         ],
         schema=QUARANTINE,
@@ -144,7 +144,7 @@ def test_quarantine_rows_are_stored_with_nulls_kept(tmp_path):
     metrics = write(db, [("quarantine", quarantine_rows())])
     assert metrics["rows_written"] == {"bars_ohlcv": 0, "quarantine": 3, "signals": 0, "tick_data": 0}
     stored = read_quarantine(sqlite_url(db))
-    expected = quarantine_rows().to_pandas().sort_values(["source", "row", "reason"], ignore_index=True)
+    expected = quarantine_rows().to_pandas().sort_values(["run_id", "source", "position"], ignore_index=True)
     pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
     assert stored["symbol"].isna().sum() == 1 and stored["ts"].isna().sum() == 1
     assert len(read_quarantine(sqlite_url(db), source="normalize")) == 2

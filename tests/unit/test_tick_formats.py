@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors import tick_formats as formats
-from graph.schemas import QUARANTINE, TICK
+from graph.schemas import QUARANTINE_ROW, TICK
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 LOBSTER = FIXTURES / "lobster_amzn_l1"
@@ -39,9 +39,9 @@ def drain(chunks) -> tuple[pa.Table, pa.Table]:
         assert chunk.ticks.schema.equals(TICK)
         ticks.append(chunk.ticks)
         if chunk.quarantine is not None:
-            assert chunk.quarantine.schema.equals(QUARANTINE)
+            assert chunk.quarantine.schema.equals(QUARANTINE_ROW)
             bad.append(chunk.quarantine)
-    return pa.Table.from_batches(ticks, schema=TICK), pa.Table.from_batches(bad, schema=QUARANTINE)
+    return pa.Table.from_batches(ticks, schema=TICK), pa.Table.from_batches(bad, schema=QUARANTINE_ROW)
 
 
 def read_lobster(message=MESSAGES, book=BOOKS, **kwargs):
@@ -204,18 +204,24 @@ def test_lobster_unparseable_time_is_quarantined(tmp_path):
     assert details[1].startswith("column 'time': 'noon'")
 
 
-def test_lobster_malformed_book_row_keeps_the_message(tmp_path):
+@pytest.mark.parametrize("block_bytes", [formats.BLOCK_BYTES, 4096])
+def test_lobster_malformed_book_row_quarantines_its_pair_once(tmp_path, block_bytes, lobster):
+    # One input row (message i + orderbook i), one outcome: the pair is one quarantine row
+    # naming the orderbook file and row, and its message is not emitted without a book
+    # (that made a 'malformed_row' and a 'bad_quote' of one input row).
     book = tmp_path / "book.csv"
     inject(BOOKS, book, {2: "2239500,x,2237500,100"})
-    ticks, bad = read_lobster(MESSAGES, book)
-    assert ticks.num_rows == 57_515
+    ticks, bad = read_lobster(MESSAGES, book, block_bytes=block_bytes)
+    assert ticks.num_rows == 57_514 and bad.num_rows == 1
+    assert ticks.num_rows + bad.num_rows == len(raw_rows(MESSAGES))
     assert bad.to_pylist()[0] | {"detail": None} == {
-        "source": str(book), "row": 2, "symbol": None, "ts": None, "reason": "malformed_row",
+        "source": str(MESSAGES), "row": 2, "symbol": "AMZN", "ts": int(lobster["ts"][2]), "reason": "malformed_row",
         "detail": None, "raw": "2239500,x,2237500,100",
     }  # fmt: skip
-    assert bad.column("detail")[0].as_py() == "column 'ask_size_1': 'x' is not a number"
-    row = ticks.slice(2, 1).to_pylist()[0]
-    assert row["price"] == 223.81 and row["bid"] is None and row["ask"] is None
+    assert bad.column("detail")[0].as_py() == f"orderbook file {book} row 2: column 'ask_size_1': 'x' is not a number"
+    assert 2 not in ticks.column("seq").to_pylist()
+    expected = lobster.drop(index=2).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ticks.to_pandas(), expected)
 
 
 def test_tardis_malformed_price_is_quarantined(tmp_path):
