@@ -13,6 +13,7 @@ User errors print one clear message per problem and no Python traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NODE.KEY=VALUE",
         help="override a node field or param, e.g. bars.parallelism=2 or source.params.url=ws://...; repeatable",
     )
-    parser.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (host:port, ray://host:10001 or auto); default: start a private one on 127.0.0.1",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --address: give up when the cluster has not answered after this long (default 30)",
+    )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a locally started Ray (default: all)")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
     parser.add_argument(
@@ -56,29 +68,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    from graph.secrets import redact
+
+    print(f"error: {redact(message)}", file=sys.stderr)
     return code
 
 
-def _start_ray(args: argparse.Namespace) -> None:
-    import ray
+def _start_ray(args: argparse.Namespace) -> dict[str, Any]:
+    """A private loopback Ray instance, or the cluster of ``--address`` (graph/cluster.py)."""
+    from graph.cluster import join_ray, start_private_ray
 
     root = Path(__file__).resolve().parent
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     if args.address:
         # Workers on other nodes import our packages from the driver's copy.
-        kwargs["address"] = args.address
-        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "commands", "db", "graph", "parity")]}
-    else:
-        kwargs["num_cpus"] = args.num_cpus
-        kwargs["include_dashboard"] = False if args.no_dashboard else None
-    ray.init(**kwargs)
+        modules = [str(root / name) for name in ("actors", "commands", "db", "graph", "parity")]
+        return join_ray(
+            args.address,
+            timeout_s=args.connect_timeout,
+            runtime_env={"py_modules": modules},
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    return start_private_ray(num_cpus=args.num_cpus, dashboard=not args.no_dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code.
+
+    While the graph runs, everything printed to stdout (Ray's forwarded worker output
+    included) goes to stderr, so stdout carries the run summary alone.
+    """
     args = parse_args(argv)
-    from graph.build import build_graph
+    from graph.secrets import install_redaction
+
+    install_redaction()
+    from graph.build import build_graph, count_actors
+    from graph.cluster import ClusterError, memory_warning, security_notice
     from graph.runtime import NodeFailure
     from graph.spec import GraphError, load_graph
     from graph.summary import build_summary, format_summary
@@ -106,21 +131,39 @@ def main(argv: list[str] | None = None) -> int:
         if progress_bar is not None:
             progress_bar.update(rows - progress_bar.n)
 
+    actors = count_actors(loaded)
+    if args.backend == "ray" and not args.address:
+        warning = memory_warning(actors)
+        if warning:
+            print(warning, file=sys.stderr)
     started_ray = False
     try:
-        if args.backend == "ray":
-            _start_ray(args)
-            started_ray = True
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            run = build_graph(loaded, backend=args.backend)
-            result = run.run(
-                on_progress=on_progress,
-                duration_s=args.duration,
-                should_stop=lambda: interrupts["count"] > 0,
-            )
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with contextlib.redirect_stdout(sys.stderr):
+            if args.backend == "ray":
+                try:
+                    info = _start_ray(args)
+                except ClusterError as exc:
+                    return _fail(str(exc), 2)
+                started_ray = True
+                if not args.address:
+                    print(security_notice(info), file=sys.stderr)
+                elif info.get("dashboard_url"):
+                    print(f"ray: joined {args.address}; dashboard {info['dashboard_url']}", file=sys.stderr)
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                run = build_graph(loaded, backend=args.backend)
+                result = run.run(
+                    on_progress=on_progress,
+                    duration_s=args.duration,
+                    should_stop=lambda: interrupts["count"] > 0,
+                )
+            finally:
+                signal.signal(signal.SIGINT, previous)
+                if started_ray:
+                    import ray
+
+                    ray.shutdown()
+                    started_ray = False
     except NodeFailure as failure:
         if progress_bar is not None:
             progress_bar.close()
@@ -137,11 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     if progress_bar is not None:
         progress_bar.close()
 
+    from graph.secrets import redact
+
     summary = build_summary(loaded, result)
-    print(format_summary(summary))
+    print(redact(format_summary(summary)))
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        args.summary_json.write_text(redact(json.dumps(summary, indent=2, sort_keys=False)) + "\n", encoding="utf-8")
     return 0
 
 

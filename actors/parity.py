@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from graph.operator import Emit, Operator, OperatorContext, Params, Source
-from graph.params import InputFile, OutputPath
+from graph.params import InputFile, OutputFile
 from parity.canonical import DEFAULT_FLOAT_BITS
 from parity.ordering import Order, OrderedStream
 from parity.proof import build_proof, sign_proof, signing_key, write_proof
@@ -72,7 +72,7 @@ class ParityParams(Params):
     checkpoint_every: int = Field(default=10_000, ge=1)
     float_bits: int = Field(default=DEFAULT_FLOAT_BITS, ge=1, le=53)
     order: dict[str, Order] = Field(default_factory=dict)
-    proof_path: OutputPath | None = None
+    proof_path: OutputFile | None = None
     data_files: list[InputFile] | None = None
     amend_window_ms: int | None = Field(default=None, ge=0)
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.params import OutputPath
+from graph.params import OutputDir
 from graph.schemas import BAR, BAR_CONFIRMED, QUARANTINE
 
 __all__ = [
@@ -117,7 +117,7 @@ class ParquetSinkParams(Params):
         rows_per_file: rows per Parquet file (per partition for bars).
     """
 
-    path: OutputPath = Field(default=Path("out/parquet"), validate_default=True)
+    path: OutputDir = Field(default=Path("out/parquet"), validate_default=True)
     rows_per_file: int = 1_000_000
 
     @field_validator("rows_per_file")
@@ -165,8 +165,8 @@ class ParquetSink(Operator):
 
     Forming bars are ignored (counted). See the module docstring for the layout, the
     file naming and the idempotence guarantee. Buffers are written when they reach
-    ``rows_per_file`` and at :meth:`on_eof`; rows buffered when :meth:`close` is called
-    after a failure are not written.
+    ``rows_per_file`` and at :meth:`on_eof`; a run aborted by another node's failure
+    closes the sink, which then writes what it has buffered (nothing received is lost).
     """
 
     Params: ClassVar[type[Params]] = ParquetSinkParams
@@ -184,6 +184,7 @@ class ParquetSink(Operator):
         self._rows_written = {"bars": 0, "quarantine": 0}
         self._files_written = 0
         self._forming_ignored = 0
+        self._ended = False
 
     def __repr__(self) -> str:
         return f"ParquetSink(node_id={self.ctx.node_id!r}, path={str(self._root)!r})"
@@ -208,11 +209,17 @@ class ParquetSink(Operator):
 
     def on_eof(self) -> list[Emit]:
         """Write every buffered row (partitions in sorted order)."""
+        self._ended = True
         self._distribute()
         for key in sorted(self._bars):
             self._write_bars(key, everything=True)
         self._write_quarantine(everything=True)
         return []
+
+    def close(self) -> None:
+        """After an abort (no end-of-stream): write what is buffered, as :meth:`on_eof` would."""
+        if not self._ended:
+            self.on_eof()
 
     def metrics(self) -> dict[str, Any]:
         """``rows_written`` ({"bars", "quarantine"}), ``files_written``, ``forming_ignored``."""

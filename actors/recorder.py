@@ -42,10 +42,11 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import ConfigDict, Field, field_validator
 
-from db.engine import StoreError, absolute_sqlite_url, async_url, create_engine, mask_url, secret_forms, upsert_sql
+from db.engine import StoreError, async_url, create_engine, describe_db_error, mask_url, secret_forms, upsert_sql
+from db.engine import writable_store_url
 from db.tables import metadata, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.params import OutputPath
+from graph.params import OutputDir
 from graph.schemas import ORIGIN_LIVE, TICK
 
 __all__ = ["Recorder", "RecorderParams", "recorded_files", "replay_files"]
@@ -80,7 +81,7 @@ class RecorderParams(Params):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    path: OutputPath = Field(default=Path("out/live/ticks"), validate_default=True)
+    path: OutputDir = Field(default=Path("out/live/ticks"), validate_default=True)
     rows_per_file: int = Field(100_000, ge=1)
     seconds_per_file: float = Field(60.0, gt=0)
     url: str | None = "sqlite:///tickgraph.db"
@@ -91,7 +92,7 @@ class RecorderParams(Params):
     @field_validator("url")
     @classmethod
     def _parse_url(cls, value: str | None) -> str | None:
-        return None if value is None else absolute_sqlite_url(value)
+        return None if value is None else writable_store_url(value)
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -286,8 +287,8 @@ class _TickTable:
         future, self._in_flight = self._in_flight, None
         try:
             future.result()
-        except (OSError, sa.exc.SQLAlchemyError) as error:
-            raise self._error(f"upserting {self._in_flight_rows} ticks", error) from None
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as error:
+            raise self._error(f"upserting {self._in_flight_rows:,} ticks into tick_data", error) from None
         self.written += self._in_flight_rows
 
     def close(self) -> None:
@@ -309,11 +310,8 @@ class _TickTable:
     def _run(self, coroutine: Any) -> Any:
         try:
             return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-        except (OSError, sa.exc.SQLAlchemyError) as error:
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as error:
             raise self._error("creating tick_data", error) from None
 
     def _error(self, action: str, error: BaseException) -> StoreError:
-        message = str(error)
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return StoreError(f"recorder {self._node!r}: {action} on {self._masked} failed: {type(error).__name__}: {message}")
+        return StoreError(f"recorder {self._node!r}: {action} on {self._masked} failed: {describe_db_error(error, self._secrets)}")

@@ -38,11 +38,12 @@ or a uuid4 hex without a job table), which survives slicing, filtering, partitio
 Ray transport; rows carry ``origin = "replay"``. The id is kept out of the rows so that
 two replays of the same data give byte-identical tick streams (parity hashes).
 
-Job bookkeeping (``job_database_url``): a ``job_runs`` row ``job_name = "replay"`` is
-inserted ``running`` at the first step and finished ``completed`` when the input is
-exhausted, ``failed`` (with ``error_message``) when reading raises (a file that disappears
-mid-run), or ``cancelled`` when the host closes the replayer before the end (``--duration``,
-Ctrl-C, a failure elsewhere). ``rows_written``/``min_ts``/``max_ts`` describe the ticks
+Job bookkeeping (``job_database_url``): a ``job_runs`` row ``job_name = "replay"`` (id =
+the graph run's id) is inserted ``running`` at the first step and finished ``completed``
+once the input is exhausted *and* the whole graph downstream has drained (the host's
+:meth:`Replayer.end`), ``failed`` (with ``error_message``, escaped) when reading raises (a
+file that disappears mid-run) or a node downstream fails (a sink at end-of-stream), or
+``cancelled`` when the replay stops before its end (``--duration``, Ctrl-C). ``rows_written``/``min_ts``/``max_ts`` describe the ticks
 emitted.
 """
 
@@ -64,11 +65,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from actors import tick_formats as formats
 from actors.clock import ClockMode, MarketClock
 from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, take_rows
-from db.engine import StoreError, absolute_sqlite_url, mask_url
+from db.engine import StoreError, absolute_sqlite_url, mask_url, writable_store_url
 from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
 from graph.operator import Params as BaseParams
 from graph.params import OutputPath
 from graph.schemas import ORIGIN_REPLAY, QUARANTINE, TICK
+from graph.text import printable
 from graph.times import parse_time_ns
 
 __all__ = ["Replayer", "ReplayerParams", "REPLAY_RUN_ID_KEY", "parse_time_ns", "replay_run_id"]
@@ -131,11 +133,17 @@ class ReplayerParams(BaseParams):
     def _parse_time(cls, value: Any) -> int | None:
         return None if value is None else parse_time_ns(value)
 
-    @field_validator("database_url", "job_database_url")
+    @field_validator("database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         """Check the URL (never echoing it); pin a relative SQLite path to the loading cwd."""
         return None if value is None else absolute_sqlite_url(value)
+
+    @field_validator("job_database_url")
+    @classmethod
+    def _check_job_url(cls, value: str | None) -> str | None:
+        """Check the URL and, for SQLite, that the file can be written (never echoing the URL)."""
+        return None if value is None else writable_store_url(value)
 
     @field_validator("symbols")
     @classmethod
@@ -276,10 +284,27 @@ class Replayer(Source):
             self._finish("cancelled")
             raise
         except Exception as exc:
-            self._finish("failed", error=f"{type(exc).__name__}: {exc}")
+            self._finish("failed", error=f"{type(exc).__name__}: {printable(str(exc))}")
             raise
-        self._exhausted = True
-        self._finish("completed")
+        self._exhausted = True  # the job is completed only once the graph has drained: see end()
+
+    def end(self, outcome: str, error: str | None) -> None:
+        """The host's word on how the run ended: record the job row accordingly.
+
+        Args:
+            outcome: ``completed`` (every node downstream drained), ``failed`` or ``cancelled``.
+            error: the failing node's error for ``failed``.
+
+        ``completed`` is recorded only if the input was exhausted too (a stopped replay
+        that drained is ``cancelled``); a sink failing at end-of-stream makes the job
+        ``failed`` with that sink's error, never ``completed``.
+        """
+        if outcome == "completed":
+            self._finish("completed" if self._exhausted else "cancelled")
+        elif outcome == "failed":
+            self._finish("failed", error=printable(error or "failed downstream"))
+        else:
+            self._finish("cancelled")
 
     def _paced(self) -> Iterator[Emit | Watermark | _Idle]:
         for event in self._batches():
@@ -493,11 +518,11 @@ class Replayer(Source):
             _log.warning("replay %s: could not mark job %s %s: %s", self.ctx.node_id, self.run_id, status, exc)
 
     def close(self) -> None:
-        """Close the readers; a replay closed before its input was exhausted is ``cancelled``."""
+        """Close the readers; a job still open (used without a host: no :meth:`end`) is
+        recorded ``completed`` if the input was exhausted, else ``cancelled``."""
         if self._merge is not None:
             self._merge.close()
-        if not self._exhausted:
-            self._finish("cancelled")
+        self._finish("completed" if self._exhausted else "cancelled")
 
     # -- metrics --------------------------------------------------------------------------------
     def metrics_totals(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator
@@ -42,24 +43,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import (
     StoreError,
-    absolute_sqlite_url,
     async_url,
+    connect_timeout_s,
     create_engine,
+    describe_db_error,
     gc_paused,
     mask_url,
     pg_copy_upsert_sql,
     secret_forms,
+    server_address,
+    statement_table,
     upsert_sql,
+    writable_store_url,
 )
 from db import cache as bar_cache
 from db.tables import bars_ohlcv, metadata, quarantine, signals, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED
+
+_log = logging.getLogger("tickgraph.store")
 
 __all__ = ["STREAM_TABLES", "STORED_BAR_STATUSES", "SqlStore", "SqlStoreParams"]
 
@@ -89,6 +96,9 @@ class SqlStoreParams(Params):
         batch_rows: flush once this many rows are buffered (all input streams together).
         flush_interval_ms: on a watermark, flush if this long has passed since the last
             flush by ``ctx.clock_ns`` (without a clock, every watermark flushes).
+        connect_timeout_s: give up connecting to a database server after this long
+            (seconds); None: the URL's ``?connect_timeout=``, else
+            :data:`db.engine.DEFAULT_CONNECT_TIMEOUT_S` (10 s).
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -96,12 +106,13 @@ class SqlStoreParams(Params):
     url: str = "sqlite:///tickgraph.db"
     batch_rows: int = 50_000
     flush_interval_ms: int = 1000
+    connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("url")
     @classmethod
     def _parse_url(cls, value: str) -> str:
         """Check the URL (never echoing it); pin a relative SQLite path to the loading cwd."""
-        return absolute_sqlite_url(value)
+        return writable_store_url(value)
 
     @field_validator("batch_rows", "flush_interval_ms")
     @classmethod
@@ -150,9 +161,9 @@ class SqlStore(Operator):
     one flush is in flight (the next one first waits for it), so database I/O never
     stalls the graph and memory stays bounded. ``on_eof`` waits for every write; a
     failed background flush raises :class:`StoreError` from the next hook.
-    :meth:`close` disposes the engine and stops the loop; rows still buffered at close
-    (after a failure, never after ``on_eof``) are not written: idempotent upserts make
-    the restarted job's replay rewrite them.
+    :meth:`close` first writes rows still buffered (a run aborted by another node's
+    failure: a healthy store keeps everything it received), then disposes the engine and
+    stops the loop.
 
     SQLite connections get ``PRAGMA journal_mode=WAL`` and ``synchronous=NORMAL``.
     Rows are sorted by primary key (on the store's thread) and sent as plain tuples
@@ -183,6 +194,7 @@ class SqlStore(Operator):
         self._buffered_rows = 0
         self._written = {table.name: 0 for table in STREAM_TABLES.values()}
         self._forming_ignored = 0
+        self._failed = False  # a write failed: close() must not try the buffer again
         self._flushes = 0
         self._last_flush_ns = ctx.clock_ns() if ctx.clock_ns is not None else None
         # created_at of signal rows: the host's wall clock (a sink's bookkeeping, not event time)
@@ -201,9 +213,9 @@ class SqlStore(Operator):
                 )
                 for stream, table in STREAM_TABLES.items()
             }
-            self._run(self._create_tables(), "creating the tables")
+            self._connect()
         except BaseException:
-            self.close()
+            self._release()
             raise
 
     def __repr__(self) -> str:
@@ -266,9 +278,21 @@ class SqlStore(Operator):
         return []
 
     def close(self) -> None:
-        """Dispose the engine and stop the private event loop. Safe to call twice."""
+        """Write what is still buffered (a run aborted elsewhere: nothing received is lost),
+        then dispose the engine and stop the private event loop. Safe to call twice.
+
+        Raises:
+            StoreError: the last write failed (after everything was released).
+        """
         if self._loop.is_closed():
             return
+        try:
+            if self._buffered_rows and not self._failed:
+                self.flush()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         try:
             if self._in_flight is not None:
                 concurrent.futures.wait([self._in_flight[0]])
@@ -336,8 +360,12 @@ class SqlStore(Operator):
         self._in_flight = None
         try:
             future.result()
-        except (OSError, sa.exc.SQLAlchemyError) as e:
-            raise self._error(f"upserting {rows} rows", e) from (None if self._leaks(e) else e)
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as e:
+            self._failed = True
+            per_table = ", ".join(f"{table.name} {n:,}" for table, n in counts)
+            failed = statement_table(e)
+            where = f" (writing {failed})" if failed else ""
+            raise self._error(f"upserting {rows:,} rows [{per_table}]{where}", e) from None
         for table, n in counts:
             self._written[table.name] += n
 
@@ -353,9 +381,44 @@ class SqlStore(Operator):
 
     def _create_engine(self) -> AsyncEngine:
         try:
-            return create_engine(self._url)
-        except (ImportError, sa.exc.SQLAlchemyError) as e:
+            return create_engine(self._url, connect_timeout=self._connect_timeout_s)
+        except (ImportError, ValueError, sa.exc.SQLAlchemyError) as e:
             raise self._error("creating the engine", e) from None
+
+    @property
+    def _connect_timeout_s(self) -> float:
+        return self.params.connect_timeout_s or connect_timeout_s(self._url)
+
+    def _connect(self) -> None:
+        """First connection (creates the tables); says what it waits for if the server is slow.
+
+        Raises:
+            StoreError: no answer within the connect timeout (naming host and seconds), or
+                the database refused.
+        """
+        timeout = self._connect_timeout_s
+        server = server_address(self._url)
+        notice = threading.Timer(
+            1.0,
+            lambda: _log.warning(
+                "sql_store %r: waiting for the database at %s to answer (gives up after %g s)",
+                self.ctx.node_id, server, timeout,
+            ),
+        )
+        notice.daemon = True
+        notice.start()
+        try:
+            self._run_private(self._create_tables())
+        except (TimeoutError, asyncio.TimeoutError):
+            raise StoreError(
+                f"sql_store {self.ctx.node_id!r}: the database at {server} ({self._masked_url}) did not answer "
+                f"within {timeout:g} s (connect timeout; set the param connect_timeout_s or ?connect_timeout= "
+                "in the URL); is the server up and is this its port?"
+            ) from None
+        except (OSError, sa.exc.SQLAlchemyError) as e:
+            raise self._error("creating the tables", e) from None
+        finally:
+            notice.cancel()
 
     async def _create_tables(self) -> None:
         async with self._engine.begin() as connection:
@@ -412,28 +475,19 @@ class SqlStore(Operator):
     def _run(self, coroutine: Coroutine[Any, Any, T], action: str) -> T:
         try:
             return self._run_private(coroutine)
-        except (OSError, sa.exc.SQLAlchemyError) as e:
-            raise self._error(action, e) from (None if self._leaks(e) else e)
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as e:
+            raise self._error(action, e) from None
 
     def _run_private(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the store's loop thread and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _error(self, action: str, error: BaseException) -> StoreError:
-        message = str(error)
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
+        """The table(s), row counts and the driver's message: never the statement or its rows."""
         return StoreError(
             f"sql_store {self.ctx.node_id!r}: {action} on {self._masked_url} failed: "
-            f"{type(error).__name__}: {message}"
+            f"{describe_db_error(error, self._secrets)}"
         )
-
-    def _leaks(self, error: BaseException | None) -> bool:
-        while error is not None:
-            if any(secret in str(error) for secret in self._secrets):
-                return True
-            error = error.__cause__ or error.__context__
-        return False
 
 
 class _PrivateLoop(asyncio.SelectorEventLoop):

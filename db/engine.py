@@ -19,9 +19,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # needs greenlet
 
+from graph.secrets import register_secret
+
 __all__ = [
     "async_url",
     "absolute_sqlite_url",
+    "writable_store_url",
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "connect_timeout_s",
+    "describe_db_error",
+    "server_address",
+    "statement_table",
     "mask_url",
     "secret_forms",
     "StoreError",
@@ -99,12 +107,107 @@ def absolute_sqlite_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str | URL) -> AsyncEngine:
-    """An async engine for ``url`` (:func:`async_url`); SQLite connections get WAL and synchronous=NORMAL."""
-    engine = create_async_engine(async_url(url))
+def writable_store_url(url: str) -> str:
+    """:func:`absolute_sqlite_url`, and for a SQLite file, a check that it can be written.
+
+    Used by the params of every node that writes a store, so a database path that is a
+    directory or lies in a read-only place fails when the graph is validated.
+
+    Raises:
+        ValueError: not a SQLAlchemy URL, or a SQLite path that cannot be written (the
+            message names the path, never a password).
+    """
+    from graph.params import output_file_problem
+
+    url = absolute_sqlite_url(url)
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        problem = output_file_problem(Path(database))
+        if problem is not None:
+            raise ValueError(f"SQLite database {problem}")
+    return url
+
+
+#: Seconds to wait for a database server to complete a connection, unless the URL sets
+#: ``connect_timeout`` (libpq's name) or the caller passes one.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+def connect_timeout_s(url: str | URL, default: float = DEFAULT_CONNECT_TIMEOUT_S) -> float:
+    """The connect timeout for ``url``: its ``?connect_timeout=`` query value, else ``default``.
+
+    Raises:
+        ValueError: ``connect_timeout`` is not a positive number.
+    """
+    value = make_url(url).query.get("connect_timeout")
+    if value is None:
+        return default
+    try:
+        seconds = float(value if isinstance(value, str) else value[0])
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"connect_timeout={value!r} in the database URL must be a positive number of seconds")
+    return seconds
+
+
+def create_engine(url: str | URL, connect_timeout: float | None = None) -> AsyncEngine:
+    """An async engine for ``url`` (:func:`async_url`).
+
+    SQLite connections get WAL and synchronous=NORMAL. PostgreSQL connections give up
+    after ``connect_timeout`` seconds (default :func:`connect_timeout_s` of the URL), so a
+    server that accepts TCP and never answers fails fast instead of after asyncpg's 60 s.
+    Statement parameters are never put into error messages (``hide_parameters``): a
+    failed flush must not print thousands of tick values.
+    """
+    target = async_url(url)
+    register_secret(target.password)  # never in this process's log lines or errors
+    kwargs: dict[str, Any] = {"hide_parameters": True}
+    if target.get_backend_name() == "postgresql":
+        timeout = connect_timeout if connect_timeout is not None else connect_timeout_s(target)
+        target = target.difference_update_query(["connect_timeout"])
+        kwargs["connect_args"] = {"timeout": timeout}
+    engine = create_async_engine(target, **kwargs)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
+
+
+def server_address(url: str | URL) -> str:
+    """``host:port`` of a server URL (``local file`` for SQLite), for messages."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"file {parsed.database or ':memory:'}"
+    port = parsed.port or {"postgresql": 5432, "mysql": 3306}.get(parsed.get_backend_name())
+    return f"{parsed.host or 'localhost'}:{port}" if port else str(parsed.host or "localhost")
+
+
+def describe_db_error(error: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One line for a failed database call: the driver's own message, never the statement.
+
+    SQLAlchemy's ``str()`` of an error appends the whole SQL statement (and, unless hidden,
+    its parameters: 12.8 KB of tick values for one failed flush). This keeps the
+    exception type and the driver's message (``DBAPIError.orig``), first line only, with
+    every form of ``secrets`` replaced by ``***``.
+    """
+    original = getattr(error, "orig", None) or error
+    text = str(original).splitlines()[0] if str(original) else ""
+    if isinstance(original, TimeoutError) or isinstance(error, TimeoutError):
+        text = text or "no answer in time"
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return f"{type(original).__name__}: {text}" if text else type(original).__name__
+
+
+def statement_table(error: BaseException) -> str | None:
+    """The table an ``INSERT``/``UPDATE``/``DELETE`` in a failed statement names, if any."""
+    import re
+
+    statement = getattr(error, "statement", None) or ""
+    match = re.search(r'(?:INSERT INTO|UPDATE|DELETE FROM)\s+"?([A-Za-z_][A-Za-z0-9_]*)"?', statement)
+    return match.group(1) if match else None
 
 
 def drop_tables(url: str | URL) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from db.engine import StoreError, create_engine, mask_url
+from db.engine import StoreError, create_engine, describe_db_error, mask_url
 from db.tables import job_runs, metadata
 from graph.schemas import JOB_STATUSES
 
@@ -40,8 +40,8 @@ def _run(url: str, work: Callable[[Any], Any]) -> Any:
 
     try:
         return asyncio.run(go())
-    except (OSError, sa.exc.SQLAlchemyError) as e:
-        raise StoreError(f"job_runs on {mask_url(url)}: {type(e).__name__}: {e}") from None
+    except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as e:
+        raise StoreError(f"job_runs on {mask_url(url)}: {describe_db_error(e)}") from None
 
 
 def start_job(

@@ -19,7 +19,19 @@ from graph.operator import Source
 from graph.runtime import HostConfig, HostGroup, LocalTransport, NodeFailure, NodeHost, Route, find_node_failure
 from graph.spec import LoadedGraph
 
-__all__ = ["RunResult", "GraphRun", "build_graph", "plan_hosts", "plan_routes", "plan_chains"]
+__all__ = [
+    "ABORT_CLOSE_TIMEOUT_S",
+    "RunResult",
+    "GraphRun",
+    "build_graph",
+    "count_actors",
+    "plan_hosts",
+    "plan_routes",
+    "plan_chains",
+]
+
+#: Seconds an aborted run's actors get to close (sinks write what they hold) before they are killed.
+ABORT_CLOSE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -103,6 +115,13 @@ def plan_chains(loaded: LoadedGraph) -> list[list[str]]:
     return groups
 
 
+def count_actors(loaded: LoadedGraph) -> int:
+    """How many Ray actors :func:`build_graph` starts for ``loaded``: one per shard of each
+    node, except that a chain of parallelism-1 nodes shares one (:func:`plan_chains`)."""
+    spec = loaded.spec
+    return sum(1 if len(chain) > 1 else spec.node(chain[0]).parallelism for chain in plan_chains(loaded))
+
+
 class GraphRun:
     """A built graph: drive it with :meth:`run`, then it is finished (one run per build)."""
 
@@ -181,7 +200,9 @@ class GraphRun:
                     _report(on_progress, progress)
         except BaseException as exc:
             failure = find_node_failure(exc) if isinstance(exc, Exception) else None
-            self.abort()
+            if failure is None and isinstance(exc, Exception):
+                failure = NodeFailure("driver", 0, f"{type(exc).__name__}: {exc}")
+            self.abort(str(failure) if failure is not None else None)
             if failure is not None:
                 raise failure from None
             raise
@@ -190,23 +211,27 @@ class GraphRun:
         self.shutdown()
         return RunResult(elapsed_s=elapsed, hosts=metrics, stopped_early=stopped_early)
 
-    def abort(self) -> None:
+    def abort(self, error: str | None = None) -> None:
         """Stop every host now (after a failure or an interrupt) without waiting for drains.
 
-        Operators are closed first, so e.g. a replay records its job as cancelled;
-        on Ray an actor that does not close within a few seconds (blocked on a dead
-        peer) is killed regardless.
+        Args:
+            error: the failure (None: an interrupt): a replay records its job ``failed``
+                with it, or ``cancelled``.
+
+        Every operator is closed, so healthy sinks write what they have received and
+        sources record how the run ended; on Ray an actor that does not close within
+        :data:`ABORT_CLOSE_TIMEOUT_S` (blocked on a dead peer) is killed regardless.
         """
         if self.backend == "local":
             for host in self.hosts.values():
-                host.close()
+                host.close(error)
             return
         import ray
 
         groups = list({id(h): h for h in self.hosts.values()}.values())
-        closing = [group.close.remote() for group in groups]
+        closing = [group.close.remote(error) for group in groups]
         try:
-            ray.wait(closing, num_returns=len(closing), timeout=5.0)
+            ray.wait(closing, num_returns=len(closing), timeout=ABORT_CLOSE_TIMEOUT_S)
         finally:
             self.shutdown()
 

@@ -44,6 +44,8 @@ import pyarrow.compute as pc
 from actors import load_kind
 from graph.operator import IDLE, OperatorContext, Source, Watermark
 from graph.schemas import stamp_quarantine
+from graph.secrets import install_redaction, redact
+from graph.text import printable
 from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS
 
 __all__ = [
@@ -80,6 +82,7 @@ class NodeFailure(RuntimeError):
     """
 
     def __init__(self, node_id: str, shard: int, error: str, details: str = "") -> None:
+        error, details = redact(printable(error)), redact(details)
         super().__init__(f"node '{node_id}' (shard {shard}) failed: {error}")
         self.node_id = node_id
         self.shard = shard
@@ -292,6 +295,7 @@ class NodeHost:
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> str:
         """Build the operator from the config; returns the channel name."""
+        install_redaction()  # this process (a Ray worker) redacts its log lines too
         cfg = self.config
         cls = load_kind(cfg.kind)
         params = cls.Params.model_validate(cfg.params, context={"base_dir": Path(cfg.base_dir)})
@@ -472,10 +476,24 @@ class NodeHost:
             self.transport.drain()
         except NodeFailure as failure:
             self.failure = failure
+            self._end("failed", str(failure))
             raise
+        else:
+            self._end("completed", None)
         finally:
             self.finished = True
             self._close()
+
+    def _end(self, outcome: str, error: str | None) -> None:
+        """Tell an operator with an ``end(outcome, error)`` hook (a replay's job row) how the
+        run ended for it: ``completed`` (everything downstream drained), ``failed`` (with the
+        failing node's error) or ``cancelled``."""
+        end = getattr(self.op, "end", None)
+        if callable(end):
+            try:
+                end(outcome, error)
+            except Exception as exc:  # the run's own outcome is what matters; say why the record failed
+                _log.warning("node %s: recording the outcome %s failed: %s", self.channel, outcome, exc)
 
     def _close(self) -> None:
         if self.op is not None:
@@ -494,10 +512,19 @@ class NodeHost:
             raise ValueError(f"node '{self.config.node_id}' ({self.config.kind}) takes no control commands")
         return self._guard(lambda: control(command))
 
-    def close(self) -> None:
-        """Release the operator's resources (idempotent); used when a run is aborted."""
+    def close(self, error: str | None = None) -> None:
+        """Release the operator's resources (idempotent); used when a run is aborted.
+
+        Args:
+            error: the failure that aborted the run (None: an interrupt); an operator
+                with an ``end`` hook records ``failed`` with it, or ``cancelled``.
+
+        A sink writes what it has received before it releases (its ``close``), so a
+        failure elsewhere never discards rows a healthy sink already took.
+        """
         if self.op is not None and not self.finished:
             self.finished = True
+            self._end("failed" if error else "cancelled", error)
             try:
                 self.op.close()
             except Exception as exc:  # closing after a failure: the first error is what matters
@@ -516,7 +543,10 @@ class NodeHost:
                 f"{type(exc).__name__}: {exc}",
                 traceback.format_exc(),
             )
-            raise self.failure from exc
+            # Not chained: Ray renders the whole cause chain into its error text and worker
+            # logs, and an operator's exception may carry a statement's rows or a key; the
+            # (redacted) traceback travels in ``details`` for --verbose.
+            raise self.failure from None
 
 
 def _wall_clock_ns() -> int:
@@ -563,7 +593,7 @@ class HostGroup:
         """Send ``command`` to hosted node shard ``target`` (see :meth:`NodeHost.control`)."""
         return self.hosts[target].control(command)
 
-    def close(self) -> None:
-        """Release every hosted operator's resources (after an abort)."""
+    def close(self, error: str | None = None) -> None:
+        """Release every hosted operator's resources after an abort (see :meth:`NodeHost.close`)."""
         for host in self.hosts.values():
-            host.close()
+            host.close(error)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from actors import KINDS, load_kind
 from graph.operator import Source
+from graph.text import printable
 from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange, parse_time_ns
 
 __all__ = [
@@ -316,13 +317,7 @@ def load_graph(
     """
     path = resolve_graph_path(str(name_or_path))
     source = _display(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise GraphError(source, [f"{where}invalid YAML: {problem}"]) from None
+    doc = _read_yaml(path, source)
     if not isinstance(doc, dict):
         raise GraphError(source, ["<root>: a graph file must be a mapping with a 'nodes' list"])
     problems: list[str] = []
@@ -338,6 +333,54 @@ def load_graph(
     if problems:
         raise GraphError(source, problems)
     return loaded
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key repeated in one mapping is an error (PyYAML keeps the
+    last silently, and validation then blamed some other field)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                break
+            if first is not None:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key {key!r} (first at line {first.line + 1}); each key may appear once in a mapping",
+                    mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path, source: str) -> Any:
+    """Parse a graph file strictly: UTF-8 text, YAML, no repeated keys.
+
+    Raises:
+        GraphError: the file is not UTF-8 (line, column and the byte), not YAML, or
+            repeats a key (line, column, key).
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise GraphError(
+            source, [f"line {line}, column {column}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"]
+        ) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise GraphError(source, [f"{where}invalid YAML: {printable(problem)}"]) from None
 
 
 def _display(path: Path) -> str:

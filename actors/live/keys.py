@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+from graph.secrets import register_secret
+
 __all__ = ["MissingKeyError", "Secret", "read_keys_file", "resolve_key", "require_key", "redact", "missing_key_message"]
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -91,6 +93,7 @@ def resolve_key(name: str, keys_file: str | Path | None, environ: Mapping[str, s
     value = env.get(name)
     if not value and keys_file is not None and Path(keys_file).is_file():
         value = read_keys_file(keys_file).get(name)
+    register_secret(value)  # redacted from every log line and error of this process
     return Secret(value) if value else None
 
 

@@ -44,7 +44,7 @@ def read_tick_table(
 
     import sqlalchemy as sa
 
-    from db.engine import StoreError, create_engine, mask_url
+    from db.engine import StoreError, create_engine, describe_db_error, mask_url
     from db.read import in_range
     from db.tables import tick_data
 
@@ -63,13 +63,13 @@ def read_tick_table(
             connection = loop.run_until_complete(engine.connect())
             result = loop.run_until_complete(connection.stream(statement))
             partitions = result.partitions(chunk_rows)
-        except (OSError, sa.exc.SQLAlchemyError) as exc:
-            raise StoreError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as exc:
+            raise StoreError(f"{where}: {describe_db_error(exc)}") from None
         while True:
             try:
                 rows = loop.run_until_complete(anext(partitions, None))  # noqa: F821 (builtin since 3.10)
-            except (OSError, sa.exc.SQLAlchemyError) as exc:
-                raise StoreError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as exc:
+                raise StoreError(f"{where}: {describe_db_error(exc)}") from None
             if rows is None:
                 return
             columns = list(zip(*rows))
