@@ -7,7 +7,8 @@ the same merge.
 
 Merge order: every row gets a merge key, the running max of ``ts`` within its file (over
 plausible timestamps only: a tick dated 2264 or 1970 is a unit mistake, quarantined by the
-normalizer, and must not push the rest of its file behind every other file), so a
+normalizer, and must not push the rest of its file behind every other file; and only over
+ticks that may move the watermark, ``graph.schemas.watermark_rows``), so a
 file's own row order is always kept (an out-of-order row replays where the file put it,
 and downstream sees it as a late tick). Rows are emitted by (key, file position in
 ``files``, file row): equal timestamps come from the earlier file first, and the output
@@ -35,7 +36,7 @@ from actors import tick_formats as formats
 from graph.operator import Emit, OperatorContext, Source, Watermark
 from graph.operator import Params as BaseParams
 from graph.params import InputFile
-from graph.schemas import QUARANTINE, TICK, empty_batch
+from graph.schemas import QUARANTINE, TICK, empty_batch, watermark_rows
 from graph.times import EventTimeRange
 from graph.watermarks import WatermarkGenerator
 
@@ -206,8 +207,8 @@ class _Feed:
 
     def push(self, ticks: pa.RecordBatch) -> None:
         ts = ticks.column("ts").to_numpy()
-        inside = self.plausible.contains(ts)
-        keys = np.maximum.accumulate(ts if inside.all() else np.where(inside, ts, _NO_KEY))
+        counted = self.plausible.contains(ts) & watermark_rows(ticks)
+        keys = np.maximum.accumulate(ts if counted.all() else np.where(counted, ts, _NO_KEY))
         np.maximum(keys, self.carry, out=keys)
         self.carry = int(keys[-1])
         self.ticks, self.keys = ticks, keys
@@ -398,7 +399,8 @@ class FileReplay(Source):
                 batch, pending = take_rows(pending, min(limit, pending_rows))
                 pending_rows -= batch.num_rows
                 self._emitted += batch.num_rows
-                newest = plausible.plausible_max(batch.column("ts").to_numpy())
+                ts = batch.column("ts").to_numpy()
+                newest = plausible.plausible_max(ts[watermark_rows(batch)])
                 if newest is not None:
                     watermarks.observe(newest)
                 yield "ticks", batch

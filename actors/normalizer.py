@@ -35,7 +35,11 @@ tick moved 5 minutes back inside one 65,536-row batch passed, the same tick in 1
 batches was late); the running maximum gives the same verdict for every ``batch_rows``,
 ``batch_interval_ms`` and speed, because the stream order is the same. Every tick with a
 plausible ``ts`` counts towards the maximum, whatever its verdict, as it does in the
-source's watermark. Under ``amend`` late
+source's watermark -- except ticks marked ``advances_watermark = False`` (a quote a live
+feed stamps with its receive time, the old trades of a subscription snapshot): a live
+feed keeps them from moving its watermark, the recorder keeps the mark, and so the
+normalizer and every replay of the recording follow the same rule
+(:func:`graph.schemas.watermark_rows`). Under ``amend`` late
 ticks are accepted (counted as ``late_accepted``) and the bar engine corrects the
 confirmed bars they change. The bar engine applies the same rule for graphs without a
 normalizer; behind a normalizer it never sees a late tick under ``drop``.
@@ -65,7 +69,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK, stream_source
+from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK, stream_source, watermark_rows
 from graph.times import iso_ns
 
 __all__ = ["Normalizer", "NormalizerParams", "REASONS"]
@@ -206,7 +210,7 @@ class Normalizer(Operator):
             return []
         ts = batch["ts"].to_numpy()
         plausible = self._plausible.contains(ts)
-        self._row_watermark = self._watermarks(ts, plausible)
+        self._row_watermark = self._watermarks(ts, plausible & watermark_rows(batch))
         reason = self._reasons(batch, ts, plausible)
         if self.params.dedup:
             self._dedup(batch, reason)
@@ -224,10 +228,11 @@ class Normalizer(Operator):
             emits.append(("quarantine", self._quarantine(batch, reason)))
         return emits
 
-    def _watermarks(self, ts: np.ndarray, plausible: np.ndarray) -> np.ndarray:
+    def _watermarks(self, ts: np.ndarray, counted: np.ndarray) -> np.ndarray:
         """The watermark each row is judged against (int64 ns; ``_NONE``: none yet), and
-        the running maximum advanced past the batch. See the module docstring."""
-        seen = np.maximum.accumulate(np.where(plausible, ts, _NONE))
+        the running maximum (over the ``counted`` rows) advanced past the batch. See the
+        module docstring."""
+        seen = np.maximum.accumulate(np.where(counted, ts, _NONE))
         before = np.empty_like(seen)
         before[0] = self._max_ts
         np.maximum(seen[:-1], self._max_ts, out=before[1:])

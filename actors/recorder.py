@@ -44,7 +44,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from db.engine import StoreError, async_url, create_engine, describe_db_error, mask_url, secret_forms, upsert_sql
 from db.engine import writable_store_url
-from db.tables import metadata, tick_data
+from db.tables import create_tables, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import OutputDir
 from graph.schemas import ORIGIN_LIVE, TICK
@@ -264,7 +264,7 @@ class _TickTable:
 
     async def _create(self) -> None:
         async with self._engine.begin() as connection:
-            await connection.run_sync(metadata.create_all, tables=[tick_data])
+            await connection.run_sync(create_tables, [tick_data])
 
     async def _upsert(self, rows: list[tuple]) -> None:
         async with self._engine.begin() as connection:
@@ -312,6 +312,8 @@ class _TickTable:
             return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
         except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as error:
             raise self._error("creating tick_data", error) from None
+        except ValueError as error:  # tick_data of an older layout
+            raise StoreError(f"recorder {self._node!r}: {self._masked}: {error}") from None
 
     def _error(self, action: str, error: BaseException) -> StoreError:
         return StoreError(f"recorder {self._node!r}: {action} on {self._masked} failed: {describe_db_error(error, self._secrets)}")

@@ -62,7 +62,7 @@ from db.engine import (
     writable_store_url,
 )
 from db import cache as bar_cache
-from db.tables import bars_ohlcv, metadata, quarantine, signals, tick_data
+from db.tables import bars_ohlcv, create_tables, quarantine, signals, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED
 
@@ -417,12 +417,14 @@ class SqlStore(Operator):
             ) from None
         except (OSError, sa.exc.SQLAlchemyError) as e:
             raise self._error("creating the tables", e) from None
+        except ValueError as e:  # a table of an older layout
+            raise StoreError(f"sql_store {self.ctx.node_id!r}: {self._masked_url}: {e}") from None
         finally:
             notice.cancel()
 
     async def _create_tables(self) -> None:
         async with self._engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
+            await connection.run_sync(create_tables)
 
     async def _upsert(self, work: list[tuple[sa.Table, str, list[pa.RecordBatch]]]) -> None:
         """One transaction; rows are converted to tuples chunk by chunk while the driver's

@@ -24,6 +24,7 @@ import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
+from graph.times import iso_ns
 
 __all__ = ["main", "parse_args", "parse_time"]
 
@@ -123,7 +124,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     what = f"{request.dataset}" + (f" {request.timeframe}" if request.dataset == "bars" else "")
-    scope = f"{', '.join(request.symbols)}; {_iso(start_ns)} to {_iso(end_ns)}"
+    scope = f"{', '.join(request.symbols)}; {iso_ns(start_ns)} to {iso_ns(end_ns)}"
     if result.rows == 0:
         print(
             f"no {what} rows matched ({scope}): wrote an empty {request.fmt} file with the schema "
@@ -134,7 +135,3 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _iso(ns: int) -> str:
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"

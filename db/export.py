@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from db.jobs import finish_job, start_job
 from db.read import distinct_values_async, read_range_async
 from db.tables import arrow_schema, bars_ohlcv, signals, tick_data
 from graph.timeframes import TIMEFRAMES
+from graph.times import iso_ns
 
 __all__ = [
     "DATASETS",
@@ -125,10 +125,6 @@ def export_schema(dataset: str) -> pa.Schema:
     return pa.schema([f.with_type(_TIMESTAMP) if f.name in _TIME_COLUMNS else f for f in schema])
 
 
-def _iso(ns: int) -> str:
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
 
 
 def _database_missing(url: str) -> str | None:
@@ -166,7 +162,7 @@ def validate_request(request: ExportRequest) -> Path:
         raise ExportError("--symbols: give one or more symbols, comma-separated (e.g. AMZN,BTCUSDT)")
     if request.end_ns <= request.start_ns:
         raise ExportError(
-            f"--end {_iso(request.end_ns)} must be after --start {_iso(request.start_ns)} (the range is [start, end))"
+            f"--end {iso_ns(request.end_ns)} must be after --start {iso_ns(request.start_ns)} (the range is [start, end))"
         )
     output = _check_output(request.output)
     try:
@@ -229,8 +225,8 @@ def run_export(request: ExportRequest, *, clock_ns: Callable[[], int] = time.tim
         "dataset": request.dataset,
         "format": request.fmt,
         "output": str(output),
-        "start": _iso(request.start_ns),
-        "end": _iso(request.end_ns),
+        "start": iso_ns(request.start_ns),
+        "end": iso_ns(request.end_ns),
         "timeframe": request.timeframe,
         "names": list(request.names) if request.names is not None else None,
     }

@@ -22,7 +22,7 @@ import orjson
 import sqlalchemy as sa
 
 from db.engine import StoreError, create_engine, describe_db_error, mask_url
-from db.tables import job_runs, metadata
+from db.tables import create_tables, job_runs
 from graph.schemas import JOB_STATUSES
 
 __all__ = ["start_job", "finish_job", "read_job"]
@@ -33,7 +33,7 @@ def _run(url: str, work: Callable[[Any], Any]) -> Any:
         engine = create_engine(url)
         try:
             async with engine.begin() as connection:
-                await connection.run_sync(metadata.create_all, tables=[job_runs])
+                await connection.run_sync(create_tables, [job_runs])
                 return await connection.run_sync(work)
         finally:
             await engine.dispose()
@@ -42,6 +42,8 @@ def _run(url: str, work: Callable[[Any], Any]) -> Any:
         return asyncio.run(go())
     except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as e:
         raise StoreError(f"job_runs on {mask_url(url)}: {describe_db_error(e)}") from None
+    except ValueError as e:  # job_runs of an older layout
+        raise StoreError(f"{mask_url(url)}: {e}") from None
 
 
 def start_job(

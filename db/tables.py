@@ -36,6 +36,7 @@ __all__ = [
     "signals",
     "job_runs",
     "quarantine",
+    "create_tables",
     "ORIGINS",
     "INSERT_ONLY",
 ]
@@ -45,6 +46,7 @@ SQL_TYPES: dict[pa.DataType, type[sa.types.TypeEngine]] = {
     pa.string(): sa.String,
     pa.int64(): sa.BigInteger,
     pa.float64(): sa.Double,
+    pa.bool_(): sa.Boolean,
 }
 _ARROW_TYPES = {sql_type: arrow_type for arrow_type, sql_type in SQL_TYPES.items()}
 
@@ -115,6 +117,30 @@ signals = table_from_schema("signals", SIGNAL, ("provider", "symbol", "ts", "nam
 signals.append_column(sa.Column("created_at", sa.BigInteger(), nullable=False))
 #: One row per job (replay, export, ...), see ``db/jobs.py``.
 job_runs = table_from_schema("job_runs", JOB_RUN, ("id",))
+
+def create_tables(connection: sa.Connection, tables: list[sa.Table] | None = None) -> None:
+    """Create ``tables`` (default: all of tickgraph's) where missing, and check the existing ones.
+
+    Run with ``AsyncConnection.run_sync``. ``CREATE TABLE IF NOT EXISTS`` leaves a table made
+    by an older tickgraph as it is (e.g. ``quarantine`` before it was keyed by run and
+    position), and every later write would fail with a driver error; this names the table
+    and its missing columns instead.
+
+    Raises:
+        ValueError: an existing table lacks columns this version writes.
+    """
+    tables = list(metadata.sorted_tables) if tables is None else tables
+    metadata.create_all(connection, tables=tables)
+    inspector = sa.inspect(connection)
+    for table in tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column.name for column in table.columns if column.name not in present]
+        if missing:
+            raise ValueError(
+                f"table {table.name} was made by an older tickgraph: it lacks column(s) {', '.join(missing)}; "
+                "move the database aside (or drop that table) and run again"
+            )
+
 
 #: Table name -> columns written on insert and never changed by an upsert.
 INSERT_ONLY: dict[str, tuple[str, ...]] = {"signals": ("created_at",)}

@@ -57,12 +57,16 @@ class ClusterError(RuntimeError):
 def _prepare_private_env() -> None:
     """Environment for a private loopback instance; must be set before Ray starts its node."""
     os.environ.update(_LOOPBACK_ENV)
+    set_auth = "RAY_AUTH_MODE" not in os.environ
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.pop("RAY_ADDRESS", None)  # never join a cluster named by the environment
-    if "ray" in sys.modules:  # imported already: its constants were read at import
+    if "ray" in sys.modules:  # imported already: it read its settings at import
         from ray._private import ray_constants
+        from ray._raylet import Config
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+        if set_auth:
+            Config.initialize("")  # re-read RAY_AUTH_MODE, as Ray's own token set-up does
 
 
 def start_private_ray(

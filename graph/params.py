@@ -7,6 +7,7 @@ directory) so relative paths resolve against the graph file, whatever the cwd.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -68,20 +69,17 @@ def output_file_problem(path: Path) -> str | None:
     return None if problem is None else f"{path} cannot be written: {problem}"
 
 
-def _output_dir(value: Path, info: ValidationInfo) -> Path:
-    path = resolve_path(value, info)
-    problem = output_dir_problem(path)
-    if problem is not None:
-        raise ValueError(problem)
-    return path
+def _checked(problem: Callable[[Path], str | None]) -> Callable[[Path, ValidationInfo], Path]:
+    """A validator resolving a path and raising ``ValueError(problem(path))`` when there is one."""
 
+    def validate(value: Path, info: ValidationInfo) -> Path:
+        path = resolve_path(value, info)
+        found = problem(path)
+        if found is not None:
+            raise ValueError(found)
+        return path
 
-def _output_file(value: Path, info: ValidationInfo) -> Path:
-    path = resolve_path(value, info)
-    problem = output_file_problem(path)
-    if problem is not None:
-        raise ValueError(problem)
-    return path
+    return validate
 
 
 #: A path to an existing file (relative to the graph file); validated before any actor starts.
@@ -90,8 +88,8 @@ InputFile = Annotated[Path, AfterValidator(_existing_file)]
 OutputPath = Annotated[Path, AfterValidator(_output_path)]
 #: An output directory (relative to the graph file): an existing writable directory, or one
 #: that can be created; checked before any actor starts.
-OutputDir = Annotated[Path, AfterValidator(_output_dir)]
+OutputDir = Annotated[Path, AfterValidator(_checked(output_dir_problem))]
 #: An output file (relative to the graph file): not a directory, its directory writable or creatable.
-OutputFile = Annotated[Path, AfterValidator(_output_file)]
+OutputFile = Annotated[Path, AfterValidator(_checked(output_file_problem))]
 #: One of ``1s 1m 5m 15m 1h 1d``.
 Timeframe = Annotated[str, AfterValidator(check_timeframe)]

@@ -298,7 +298,7 @@ class NodeHost:
         install_redaction()  # this process (a Ray worker) redacts its log lines too
         cfg = self.config
         cls = load_kind(cfg.kind)
-        params = cls.Params.model_validate(cfg.params, context={"base_dir": Path(cfg.base_dir)})
+        params = self._guard(lambda: cls.Params.model_validate(cfg.params, context={"base_dir": Path(cfg.base_dir)}))
         event_time = cfg.event_time
         idle_ms = event_time.get("idle_timeout_ms", 5_000)
         ctx = OperatorContext(
@@ -464,12 +464,17 @@ class NodeHost:
                 outbox.setdefault((route.target, shard), []).append(message)
 
     def _send(self, outbox: dict) -> None:
+        """Send every target its messages; a failing target does not keep the others from
+        theirs (a healthy sink still gets the rows it is owed), the first failure is raised."""
+        first: NodeFailure | None = None
         for (target, shard), messages in outbox.items():
             try:
                 self.transport.send(target, shard, self.channel, messages)
             except NodeFailure as failure:
-                self.failure = failure
-                raise
+                first = first or failure
+        if first is not None:
+            self.failure = first
+            raise first
 
     def _finish(self) -> None:
         try:

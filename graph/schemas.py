@@ -32,6 +32,7 @@ __all__ = [
     "ORIGIN_LIVE",
     "ORIGIN_REPLAY",
     "empty_batch",
+    "watermark_rows",
     "stream_source",
     "quarantine_row",
 ]
@@ -41,7 +42,8 @@ ORIGIN_REPLAY = "replay"
 
 #: A tick: one trade (``price`` and ``size`` set) or one quote update (``price`` null,
 #: ``bid``/``ask`` set). A LOBSTER execution row is a trade that also carries the
-#: best bid/ask after the event.
+#: best bid/ask after the event. ``advances_watermark`` is False for a tick whose ``ts``
+#: may not define event-time progress (see :func:`watermark_rows`).
 TICK = pa.schema(
     [
         pa.field("symbol", pa.string(), nullable=False),
@@ -56,6 +58,10 @@ TICK = pa.schema(
         pa.field("provider", pa.string(), nullable=False),
         pa.field("seq", pa.int64(), nullable=False),  # source sequence number (trade id / row)
         pa.field("origin", pa.string(), nullable=False),  # "live" | "replay"
+        # False: this tick must not move the watermark (its ts is a receive time, or it is
+        # history a live feed replays on subscribe); null or True: it may. Live feeds set
+        # it, recordings keep it, so a replayed session has the live session's watermarks.
+        pa.field("advances_watermark", pa.bool_()),
     ]
 )
 
@@ -183,6 +189,15 @@ def quarantine_row(node_id: str, tick: dict, reason: str, detail: str) -> dict:
         "detail": detail,
         "raw": json.dumps(tick, sort_keys=True),
     }
+
+
+def watermark_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Bool per row of a TICK batch: may this tick move the watermark (``advances_watermark``
+    not False)? Every source and the normalizer use this one rule."""
+    column = batch.column("advances_watermark")
+    if column.null_count == len(column):
+        return np.ones(len(column), dtype=bool)
+    return column.fill_null(True).to_numpy(zero_copy_only=False)
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:

@@ -34,13 +34,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from graph.times import iso_ns
 
 __all__ = [
     "BarCompareError",
@@ -340,10 +340,6 @@ def _read_parquet(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------ comparing
-def _iso(ts: int) -> str:
-    seconds, nanos = divmod(int(ts), 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{nanos:09d}".rstrip("0").rstrip(".") + "Z"
 
 
 def _local_dates(ts: np.ndarray, tz: str) -> np.ndarray:
@@ -385,7 +381,7 @@ def compare_bars(local: pd.DataFrame, reference: pd.DataFrame, price_tolerance: 
     equal = 0
     for _, row in merged.iterrows():
         key = int(row["key"])
-        where = {"ts": key, "time": _iso(key)[:10] if date_only else _iso(key)}
+        where = {"ts": key, "time": iso_ns(key)[:10] if date_only else iso_ns(key)}
         if row["_merge"] == "right_only":
             report["missing"].append({**where, **_values(row.rename(lambda c: c.removesuffix("_reference")), fields)})
             continue

@@ -47,10 +47,13 @@ def run_main_job(tmp_path: Path, backend: str, *overrides: str, db: str = "bars.
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole session: 2 CPUs, no dashboard, always shut down."""
+    """One private Ray instance for the whole session, as ``run.py`` starts it (127.0.0.1
+    only, token authentication): 2 CPUs, no dashboard, always shut down."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+    from graph.cluster import start_private_ray
+
+    start_private_ray(num_cpus=2, dashboard=False, logging_level=logging.WARNING, configure_logging=False)
     try:
         yield ray
     finally:

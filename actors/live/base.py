@@ -352,10 +352,18 @@ class LiveSource(Source):
 
     # -- helpers for providers ---------------------------------------------------------------
 
+    def _plausible(self, ts: int) -> bool:
+        return self.ctx.earliest_ns <= ts < self.ctx.latest_ns
+
     def trade(
         self, symbol: str, ts: int, seq: int, price: float, size: float, side: str | None, *, advances_watermark: bool = True
     ) -> None:
-        """Append a trade tick (``ts`` ns UTC exchange time; ``side`` = aggressor ``buy``/``sell``)."""
+        """Append a trade tick (``ts`` ns UTC exchange time; ``side`` = aggressor ``buy``/``sell``).
+
+        A ``ts`` outside the plausible event-time range never advances the watermark (the
+        normalizer quarantines the tick as ``bad_timestamp``).
+        """
+        advances_watermark = advances_watermark and self._plausible(ts)
         self._ticks.add(symbol, ts, seq, price=price, size=size, side=side, advances_watermark=advances_watermark, now_ns=self._recv_ns)
         self._counts["trades"] += 1
 
@@ -372,6 +380,7 @@ class LiveSource(Source):
         advances_watermark: bool = True,
     ) -> None:
         """Append a quote tick (price null; ``advances_watermark=False`` when ``ts`` is a receive time)."""
+        advances_watermark = advances_watermark and self._plausible(ts)
         self._ticks.add(
             symbol, ts, seq, bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size,
             advances_watermark=advances_watermark, now_ns=self._recv_ns,

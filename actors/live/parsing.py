@@ -218,6 +218,7 @@ class TickRows:
         c["bid_size"].append(bid_size)
         c["ask_size"].append(ask_size)
         c["seq"].append(seq)
+        c["advances_watermark"].append(None if advances_watermark else False)
         if advances_watermark and (self.max_event_ts is None or ts > self.max_event_ts):
             self.max_event_ts = ts
         if self.first_ns is None:
@@ -238,7 +239,7 @@ class TickRows:
         return batch, top
 
 
-_TICK_VARIABLE = ("symbol", "ts", "price", "size", "side", "bid", "ask", "bid_size", "ask_size", "seq")
+_TICK_VARIABLE = ("symbol", "ts", "price", "size", "side", "bid", "ask", "bid_size", "ask_size", "seq", "advances_watermark")
 
 
 @dataclass

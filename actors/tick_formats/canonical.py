@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 
 from actors.tick_formats.chunks import BLOCK_BYTES, PARQUET_ROWS, TickChunk, open_input
 from actors.tick_formats.csv_layer import CsvChunks, RawChunk, csv_header, drive
-from actors.tick_formats.values import F64, I64, STR, Errors, parse, parse_choice, parse_ts, rejections, ticks_batch
+from actors.tick_formats.values import BOOL, F64, I64, STR, Errors, parse, parse_choice, parse_ts, rejections, ticks_batch
 
 __all__ = ["CANONICAL_SIDES", "canonical_columns", "is_parquet", "read_canonical"]
 
 _CANONICAL_CSV_TYPES = {
     "symbol": STR, "ts": STR, "price": F64, "size": F64, "side": STR, "bid": F64, "ask": F64,
-    "bid_size": F64, "ask_size": F64, "provider": STR, "seq": I64,
+    "bid_size": F64, "ask_size": F64, "provider": STR, "seq": I64, "advances_watermark": BOOL,
 }  # fmt: skip
 #: Canonical ``side`` values (the aggressor side); an empty field is null (unknown).
 CANONICAL_SIDES: dict[str, str | None] = {"buy": "buy", "sell": "sell"}
@@ -52,6 +52,7 @@ def read_canonical(path: Path, provider: str | None, block_bytes: int = BLOCK_BY
     Yields:
         TickChunk: ``symbol`` and ``ts`` required; ``ts`` int64 ns, a Parquet timestamp, or
         (CSV) ISO-8601 text with offset, all made int64 ns UTC; ``side`` buy, sell or empty;
+        ``advances_watermark`` (optional) true, false or empty;
         ``seq`` from the column, else the 0-based data row; absent optional columns are
         null; ``origin`` is "replay".
 
@@ -88,6 +89,8 @@ def read_canonical(path: Path, provider: str | None, block_bytes: int = BLOCK_BY
         }
         if "side" in cols:
             values["side"] = parse_choice(cols["side"], CANONICAL_SIDES, "side", errors)
+        if "advances_watermark" in cols:  # a recording's mark (true/false; empty: true)
+            values["advances_watermark"] = parse(cols["advances_watermark"], BOOL, "advances_watermark", errors)
         ticks = ticks_batch(n, errors, symbol=symbol, ts=ts, provider=vendor, seq=seq, **values)
         bad = rejections(source, chunk, errors, symbol, ts)
         return TickChunk(ticks, bad, chunk.rows_read, chunk.raw is not None), bool(errors.found or chunk.bad)

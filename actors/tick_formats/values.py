@@ -32,6 +32,7 @@ __all__ = [
     "F64",
     "I64",
     "STR",
+    "BOOL",
     "SECONDS",
     "Errors",
     "parse",
@@ -43,7 +44,7 @@ __all__ = [
     "rejections",
 ]
 
-F64, I64, STR = pa.float64(), pa.int64(), pa.string()
+F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 SECONDS = pa.decimal128(18, 9)  # LOBSTER time: exact seconds, up to 9 decimals
 _UTC_NS = pa.timestamp("ns", "UTC")
 _INT64_MAX = (1 << 63) - 1
@@ -51,12 +52,14 @@ _PATTERNS = {
     F64: r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:nan|inf|infinity))$",
     I64: r"^-?\d{1,19}$",
     SECONDS: r"^[+-]?(?:\d+\.?\d{0,9}|\.\d{1,9})$",
+    BOOL: r"^(?i:true|false|1|0)$",
     _UTC_NS: r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)$",
 }
 _WHAT = {
     F64: "is not a number",
     I64: "is not an integer",
     SECONDS: "is not a decimal number of seconds with at most 9 decimals",
+    BOOL: "is not true or false",
     _UTC_NS: "is neither int64 ns nor ISO-8601 text with a UTC offset",
 }
 

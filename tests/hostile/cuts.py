@@ -119,6 +119,7 @@ def write_graph(
     doc: dict[str, Any] = {"name": name, "nodes": nodes}
     if event_time:
         doc["event_time"] = event_time
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "graph.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

@@ -57,17 +57,33 @@ def test_missing_graph_file_names_where_it_looked():
     assert proc.returncode == 2 and "graph file not found" in proc.stderr and "config" in proc.stderr
 
 
-def test_failing_node_exits_1_and_names_the_node(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    proc = cli(
+def _main_job_locally(tmp_path, parquet):
+    """``run.py --graph replay.yaml`` in-process, its store under ``tmp_path``, Parquet to ``parquet``."""
+    return cli(
         "--graph", "replay.yaml", "--backend", "local", "--no-progress",
-        "--set", f"store.url=sqlite:///{tmp_path / 'a.db'}", "--set", f"parquet.path={blocker}",
+        "--set", f"store.url=sqlite:///{tmp_path / 'a.db'}", "--set", f"parquet.path={parquet}",
         "--set", f"source.job_database_url=sqlite:///{tmp_path / 'a.db'}",
     )  # fmt: skip
+
+
+def test_failing_node_exits_1_and_names_the_node(tmp_path):
+    # the Parquet directory is fine when the graph is validated; its bars/ folder is a file,
+    # which only writing finds out
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "pq" / "bars").write_text("x")
+    proc = _main_job_locally(tmp_path, parquet=tmp_path / "pq")
     assert proc.returncode == 1
     assert "node 'parquet' (shard 0) failed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unusable_output_path_exits_2_before_anything_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _main_job_locally(tmp_path, parquet=blocker)
+    assert proc.returncode == 2
+    assert f"nodes[9].params.path: {blocker} exists and is not a directory" in proc.stderr
+    assert not (tmp_path / "a.db").exists() and "Traceback" not in proc.stderr
 
 
 def test_main_job_on_ray_writes_the_summary(tmp_path):

@@ -127,7 +127,8 @@ def test_fake_key_appears_nowhere_in_cli_output_summary_or_quarantine(server, tm
     assert proc.returncode == 0, proc.stderr
     assert server.connections("/finnhub")[0].query == {"token": FAKE_KEY}  # the key was used...
     quarantine = sqlite3.connect(tmp_path / "db.sqlite").execute("select * from quarantine").fetchall()
-    assert [row[4] for row in quarantine] == ["bad_number"]
+    reasons = sqlite3.connect(tmp_path / "db.sqlite").execute("select reason from quarantine").fetchall()
+    assert reasons == [("bad_number",)]
     ticks = sqlite3.connect(tmp_path / "db.sqlite").execute("select * from tick_data").fetchall()
     assert len(ticks) == 9
     texts = {"stdout": proc.stdout, "stderr": proc.stderr, "summary": summary.read_text(), "quarantine": repr(quarantine), "ticks": repr(ticks)}
@@ -144,3 +145,40 @@ def test_refused_key_fails_with_the_variable_name_and_without_the_key(server, tm
     assert "refused the websocket handshake with HTTP 401: check the API key in FINNHUB_API_KEY" in proc.stderr
     assert FAKE_KEY not in proc.stderr + proc.stdout
     assert len(server.connections("/finnhub")) == 1
+
+
+def _echoing_feed() -> Feed:
+    """Finnhub frames with an error message that echoes the key back (as providers do)."""
+    lines = frames("finnhub_trades")
+    echo = json.dumps({"type": "error", "msg": f"Invalid API key {FAKE_KEY}"})
+    return Feed([lines[0], echo, lines[1]])
+
+
+def test_a_key_echoed_by_the_provider_is_redacted_from_the_log(server, tmp_path):
+    # the provider's error text is logged by the source (stderr): redacted there, like
+    # everywhere else (it used to print 'Invalid API key <key>' verbatim)
+    server.route("/finnhub", [Expect(3), Play(_echoing_feed()), Hold()])
+    graph = derived_graph(tmp_path / "g.yaml", source=_finnhub_node(server.url("/finnhub")), outputs=tmp_path)
+    env = {**_env_without("FINNHUB_API_KEY"), "FINNHUB_API_KEY": FAKE_KEY}
+    proc = run_cli("--graph", str(graph), "--backend", "local", "--no-progress", "--verbose", "--duration", "3", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "finnhub: error message: Invalid API key ***" in proc.stderr
+    assert FAKE_KEY not in proc.stderr + proc.stdout
+
+
+def test_a_key_echoed_by_the_provider_is_not_in_rays_worker_logs(ray_session, server, tmp_path):
+    from graph.build import build_graph
+
+    keys = tmp_path / "keys.env"
+    keys.write_text(f"FINNHUB_API_KEY={FAKE_KEY}\n")  # Ray workers do not see this test's environment
+    feed = _echoing_feed()
+    server.route("/finnhub", [Expect(3), Play(feed), Hold()])
+    node = _finnhub_node(server.url("/finnhub"), keys_file=str(keys))
+    graph = derived_graph(tmp_path / "g.yaml", source=node, outputs=tmp_path)
+    run = build_graph(load_graph(graph, env=_env_without("FINNHUB_API_KEY")), backend="ray")
+    run.run(should_stop=lambda: feed.done and len(server.connections("/finnhub")) == 1, duration_s=30)
+    session_logs = ray_session._private.worker.global_worker.node.get_logs_dir_path()
+    texts = [path.read_text(errors="replace") for path in __import__("pathlib").Path(session_logs).glob("*")
+             if path.is_file()]  # fmt: skip
+    assert any("Invalid API key ***" in text for text in texts)  # the line was logged, redacted
+    assert not any(FAKE_KEY in text for text in texts)

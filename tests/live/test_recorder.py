@@ -82,7 +82,7 @@ def test_tick_data_upserts_are_idempotent(tmp_path):
         recorder.on_eof()
         recorder.close()
     rows = sqlite3.connect(tmp_path / "db.sqlite").execute(
-        "select symbol, ts, price, size, side, bid, ask, bid_size, ask_size, provider, seq, origin from tick_data"
+        f"select {', '.join(TICK.names)} from tick_data"
     ).fetchall()
     assert len(rows) == 214
     expected = {tuple(r[c] for c in TICK.names) for r in table.to_pylist()}

@@ -62,12 +62,16 @@ def lobster_ticks() -> pd.DataFrame:
             "provider": "lobster",
             "seq": np.arange(len(messages), dtype=np.int64),
             "origin": "replay",
+            "advances_watermark": None,
         }
     )
 
 
 def to_table(frame: pd.DataFrame) -> pa.Table:
-    """TICK table; NaN in ``price``/``size`` of quote rows becomes null (pandas' default)."""
+    """TICK table; NaN in ``price``/``size`` of quote rows becomes null (pandas' default);
+    ``advances_watermark`` null (every tick may move the watermark) unless the frame has it."""
+    if "advances_watermark" not in frame:
+        frame = frame.assign(advances_watermark=None)
     return pa.Table.from_pandas(frame, schema=TICK, preserve_index=False)
 
 
@@ -79,6 +83,7 @@ def tick(**values) -> dict:
     row = dict(
         symbol="AMZN", ts=1_340_285_400_000_000_000, price=223.82, size=100.0, side="buy",
         bid=223.81, ask=223.83, bid_size=100.0, ask_size=200.0, provider="lobster", seq=0, origin="replay",
+        advances_watermark=None,
     )  # fmt: skip
     row.update(values)
     return row

@@ -327,6 +327,8 @@ def test_symbols_start_end_filters_match_pandas():
 
 
 def write_tick_data(url_path: Path, frame: pd.DataFrame) -> None:
+    if "advances_watermark" not in frame:
+        frame = frame.assign(advances_watermark=None)
     engine = sa.create_engine(f"sqlite:///{url_path}")
     metadata.create_all(engine, tables=[tick_data])
     rows = frame[TICK.names].astype(object).where(frame[TICK.names].notna(), None).to_dict("records")

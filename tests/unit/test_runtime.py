@@ -69,6 +69,7 @@ def ticks(symbols: list[str]) -> pa.RecordBatch:
             "provider": ["test"] * n,
             "seq": list(range(n)),
             "origin": ["replay"] * n,
+            "advances_watermark": [None] * n,
         },
         schema=TICK,
     )

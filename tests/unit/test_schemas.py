@@ -24,7 +24,7 @@ from db.tables import INSERT_ONLY, arrow_schema, bars_ohlcv, quarantine, signals
 from graph.operator import OperatorContext
 from graph.schemas import BAR, QUARANTINE, SIGNAL, TICK, empty_batch
 
-SQLITE_TYPE = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
+SQLITE_TYPE = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
 
 
 @pytest.mark.parametrize("schema", [TICK, BAR, QUARANTINE, SIGNAL], ids=["TICK", "BAR", "QUARANTINE", "SIGNAL"])
