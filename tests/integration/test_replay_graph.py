@@ -99,21 +99,22 @@ def test_in_process_chain_equals_the_ray_graph(ray_run, tmp_path):
 
 
 def test_a_failing_node_stops_the_graph_and_is_named(ray_session, tmp_path):
-    blocker = tmp_path / "not_a_directory"
-    blocker.write_text("a file where the parquet sink wants a folder")
+    # the Parquet folder passes validation; its bars/ folder is a file, found out at the write
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "pq" / "bars").write_text("a file where the parquet sink wants a folder")
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"source.job_database_url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={blocker}"],
+        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"source.job_database_url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={tmp_path / 'pq'}"],
         env={},
     )
     with pytest.raises(NodeFailure) as info:
         build_graph(loaded, backend="ray").run()
     assert info.value.node_id == "parquet"
-    assert "not_a_directory" in str(info.value)
-    # the aborted graph closed its replay before killing the actors: the job is not left
-    # "running" (here the sink fails at end-of-stream, after the replay itself completed)
+    assert "bars" in str(info.value)
+    # the job row says what happened: the sink failed at end-of-stream, so the run failed
     (job,) = read_table(f"sqlite:///{tmp_path / 'x.db'}", "job_runs").to_pylist()
-    assert job["job_name"] == "replay" and job["status"] in ("completed", "cancelled")
+    assert job["job_name"] == "replay" and job["status"] == "failed"
+    assert job["error_message"].startswith("node 'parquet' (shard 0) failed: ")
 
 
 def test_the_replay_is_recorded_in_job_runs(ray_run):
