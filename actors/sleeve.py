@@ -1,0 +1,294 @@
+"""One symbol's trading account (a *sleeve*): orders, fills, FIFO lots, cash, equity.
+
+The ``execution`` node keeps one :class:`Sleeve` per symbol; the in-process sweep and
+the validation suites drive the same class over whole series, so every path computes
+the same bits. Conventions (the same as backtesting.py's broker, see README):
+
+* **Decision -> fill.** A DECISION row's finite ``target`` that differs from the
+  current target becomes an order, sized at the decision bar's close (risk model,
+  ``actors/sizing.py``) and filled at the **next** bar's open; a decision on the last
+  bar is never filled. A new decision replaces any unfilled remainder.
+* **Target positions.** The order moves the position to ``desired`` units. Going
+  flat or to the other side first closes the whole position; then the new side is
+  opened with ``units = (|exposure| x E) // (price x (1 + fee))`` (whole units, the
+  default; ``units: fractional`` drops the floor), ``E`` = the cash after closing
+  (the sleeve's liquidation value at that fill, net of the closing fee); a resize on
+  the same side moves to the units that the same formula gives.
+* **Prices.** ``price = open x (1 + s)`` for a buy, ``open x (1 - s)`` for a sell;
+  ``s`` = 0 (``none``), ``fraction x spread_bps / 10,000`` of the last quoted spread
+  before the fill (``spread_pct``; ``fixed_bps / 10,000`` when no quote was seen), or
+  ``impact_bps / 10,000`` (``participation_rate``, which also fills at most ``rate``
+  x the fill bar's volume per bar -- the cap uses that bar's traded volume, what it
+  could absorb; the decision never sees it -- and carries the rest to later bars).
+* **Fees** ``fee_bps`` of notional on every fill, entry and exit (backtesting.py's
+  ``commission``, also charged on both sides). **Borrow** ``borrow_bps`` per year on
+  the short notional, accrued at every bar's close: ``|position| x close x
+  borrow_bps / 10,000 / bars_per_year``.
+* **Marking.** After a bar's fills and borrow, ``equity = cash + position x close``.
+* **Lots** are matched FIFO into round trips (``TRADE``): pnl = side x size x (exit -
+  entry) - entry and exit fees - borrow; ``return_pct`` = pnl / entry notional x 100.
+
+Sums over bars (cash after borrow, a lot's borrow) run sequentially bar by bar, so the
+bits do not depend on how rows are batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from actors.sizing import RiskParams, exposure
+from graph.operator import Params
+
+__all__ = ["SlippageParams", "SleeveSettings", "Sleeve"]
+
+_BPS = 10_000.0
+
+
+class SlippageParams(Params):
+    """The slippage model (``execution.slippage`` in the run config).
+
+    Attributes:
+        model: ``none`` | ``spread_pct`` | ``participation_rate``.
+        fraction: spread_pct: the share of the quoted spread paid (0.5 = half spread), [0, 1].
+        fixed_bps: spread_pct: the cost in bps when no quote was seen, >= 0.
+        rate: participation_rate: the most of a bar's volume filled in it, (0, 1].
+        impact_bps: participation_rate: price impact in bps of every fill, >= 0.
+    """
+
+    model: Literal["none", "spread_pct", "participation_rate"] = "none"
+    fraction: float = Field(default=0.5, ge=0, le=1)
+    fixed_bps: float = Field(default=0.0, ge=0, le=10_000)
+    rate: float = Field(default=0.1, gt=0, le=1)
+    impact_bps: float = Field(default=0.0, ge=0, le=10_000)
+
+
+@dataclass(frozen=True)
+class SleeveSettings:
+    """Everything a sleeve needs besides its cash.
+
+    Attributes:
+        risk: the risk model.
+        slippage: the slippage model.
+        fee_bps: fee in bps of notional per fill (>= 0).
+        borrow_bps: borrow cost in bps per year of short notional (>= 0).
+        bars_per_year: bars in a year (annualises borrow and volatility).
+        whole_units: size in whole units (True) or fractional.
+    """
+
+    risk: RiskParams
+    slippage: SlippageParams
+    fee_bps: float
+    borrow_bps: float
+    bars_per_year: float
+    whole_units: bool = True
+
+    @property
+    def fee_rate(self) -> float:
+        """Fee as a fraction of notional."""
+        return self.fee_bps / _BPS
+
+
+@dataclass
+class _Lot:
+    side: int  # +1 long, -1 short
+    size: float  # units, > 0
+    entry_ts: int
+    entry_price: float
+    fees: float  # entry fee (exit fee added when closed)
+    borrow: float = 0.0
+
+
+@dataclass
+class Sleeve:
+    """The account of one symbol; :meth:`process` consumes DECISION rows in ts order.
+
+    Attributes:
+        symbol: the instrument.
+        cash: quote currency (starts at the sleeve's initial cash).
+        settings: :class:`SleeveSettings`.
+    """
+
+    symbol: str
+    cash: float
+    settings: SleeveSettings
+    position: float = 0.0
+    target: float = 0.0
+    lots: list[_Lot] = field(default_factory=list)
+    pending: tuple[int, float] | None = None  # (decision ts, exposure) to fill at the next open
+    working: tuple[int, float] | None = None  # (decision ts, desired units) partly filled
+    last_ts: int | None = None
+    last_spread: float = math.nan
+    closes: np.ndarray = field(default_factory=lambda: np.empty(0))
+    trade_returns: list[float] = field(default_factory=list)
+
+    def process(self, rows: dict[str, np.ndarray]) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+        """Apply DECISION rows of this symbol (numpy columns, ts strictly increasing).
+
+        Returns:
+            (fills: FILL rows, trades closed: TRADE rows, equity: EQUITY columns ``ts,
+            cash, position, close, exposure, equity`` with one row per input row).
+
+        Raises:
+            ValueError: a row not newer than the previous one (names the symbol and ts).
+        """
+        ts, target, close = rows["ts"], rows["target"], rows["close"]
+        n = len(ts)
+        if n and (np.any(ts[1:] <= ts[:-1]) or (self.last_ts is not None and ts[0] <= self.last_ts)):
+            bad = int(ts[0]) if self.last_ts is not None and ts[0] <= self.last_ts else int(ts[1:][ts[1:] <= ts[:-1]][0])
+            raise ValueError(f"sleeve {self.symbol}: decision rows out of order at ts={bad}")
+        fills: list[dict] = []
+        trades: list[dict] = []
+        cash_out, position_out = np.empty(n), np.empty(n)
+        decisions = np.flatnonzero(np.isfinite(target))
+        p, i = 0, 0
+        while i < n:
+            if self.pending is None and self.working is None:
+                while p < len(decisions) and (decisions[p] < i or target[decisions[p]] == self.target):
+                    p += 1
+                k = int(decisions[p]) if p < len(decisions) else n
+                end = min(k, n - 1)
+                self._mark(rows, i, end + 1, cash_out, position_out)
+                if k < n:
+                    self._decide(rows, k)
+                    p += 1
+                i = end + 1
+                continue
+            self._fill(rows, i, fills, trades)
+            self._mark(rows, i, i + 1, cash_out, position_out)
+            if math.isfinite(target[i]) and target[i] != self.target:
+                self._decide(rows, i)
+            i += 1
+        if n:
+            self.last_ts = int(ts[-1])
+        equity = cash_out + position_out * close
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gross = np.where(equity > 0, np.abs(position_out * close) / equity, np.nan)
+        return fills, trades, {
+            "ts": ts, "cash": cash_out, "position": position_out, "close": close, "exposure": gross, "equity": equity,
+        }  # fmt: skip
+
+    def open_trades(self) -> list[dict]:
+        """TRADE rows of the lots still open (exit fields null)."""
+        return [self._trade_row(lot, lot.size, None, None, lot.fees, lot.borrow) for lot in self.lots]
+
+    # -- internals -----------------------------------------------------------------------------
+    def _decide(self, rows: dict[str, np.ndarray], k: int) -> None:
+        """Row ``k``'s target becomes the order to fill at the next open (sized now)."""
+        self.target = float(rows["target"][k])  # the closes up to row k are in self.closes (_mark ran)
+        value = exposure(self.settings.risk, self.target, self.closes, self.trade_returns, self.settings.bars_per_year)
+        self.pending = (int(rows["ts"][k]), value)
+        self.working = None
+
+    def _remember_closes(self, closes: np.ndarray) -> None:
+        keep = self.settings.risk.lookback + 1
+        self.closes = np.concatenate([self.closes, closes[-keep:]])[-keep:]
+
+    def _mark(self, rows: dict[str, np.ndarray], lo: int, hi: int, cash_out: np.ndarray, position_out: np.ndarray) -> None:
+        """Borrow accrual and marks for rows ``lo..hi-1`` (no fills among them)."""
+        close = rows["close"][lo:hi]
+        rate = self.settings.borrow_bps / _BPS / self.settings.bars_per_year
+        if self.position < 0 and rate > 0:
+            cost = -self.position * close * rate
+            cash_out[lo:hi] = np.cumsum(np.r_[self.cash, -cost])[1:]
+            self.cash = float(cash_out[hi - 1])
+            for lot in self.lots:
+                lot.borrow = float(np.cumsum(np.r_[lot.borrow, cost * (lot.size / -self.position)])[-1])
+        else:
+            cash_out[lo:hi] = self.cash
+        position_out[lo:hi] = self.position
+        self.last_spread = float(rows["spread_bps"][hi - 1])
+        self._remember_closes(close)
+
+    def _slip(self, side: int) -> float:
+        """The slippage fraction s of a fill in direction ``side`` (+1 buy, -1 sell)."""
+        model = self.settings.slippage
+        if model.model == "spread_pct":
+            spread = self.last_spread
+            return (model.fraction * spread if math.isfinite(spread) else model.fixed_bps) / _BPS
+        if model.model == "participation_rate":
+            return model.impact_bps / _BPS
+        return 0.0
+
+    def _units(self, value: float, price: float) -> float:
+        """Units that ``value`` (quote currency) buys at ``price`` plus the fee: floored if whole."""
+        cost = price * (1.0 + self.settings.fee_rate)
+        return max(float(value // cost) if self.settings.whole_units else value / cost, 0.0)
+
+    def _fill(self, rows: dict[str, np.ndarray], i: int, fills: list[dict], trades: list[dict]) -> None:
+        """Fill the pending order (sizing it) or the working remainder at row ``i``'s open."""
+        reference = float(rows["open"][i])
+        if self.pending is not None:
+            decision_ts, value = self.pending
+            self.pending = None
+            sign = (value > 0) - (value < 0)
+            if self.position != 0:  # the cash after closing everything at this fill
+                q = -self.position
+                price = reference * (1.0 + ((q > 0) - (q < 0)) * self._slip((q > 0) - (q < 0)))
+                equity = self.cash - q * price - abs(q) * price * self.settings.fee_rate
+            else:
+                equity = self.cash
+            desired = 0.0
+            if sign and equity > 0:
+                price = reference * (1.0 + sign * self._slip(sign))
+                desired = sign * self._units(abs(value) * equity, price)
+            self.working = (decision_ts, desired)
+        decision_ts, desired = self.working
+        cap = math.inf
+        if self.settings.slippage.model == "participation_rate":
+            cap = self.settings.slippage.rate * float(rows["volume"][i])
+            if self.settings.whole_units:
+                cap = float(math.floor(cap))
+        order = desired - self.position
+        parts = [order]
+        if self.position != 0 and order != 0 and (desired == 0 or (desired > 0) != (self.position > 0)):
+            parts = [-self.position, desired] if desired != 0 else [-self.position]
+        for q in parts:
+            q = math.copysign(min(abs(q), cap), q)
+            if q == 0:
+                break
+            cap -= abs(q)
+            self._execute(int(rows["ts"][i]), decision_ts, q, reference, fills, trades)
+        if self.position == desired:
+            self.working = None
+
+    def _execute(self, ts: int, decision_ts: int, q: float, reference: float, fills: list[dict], trades: list[dict]) -> None:
+        side = 1 if q > 0 else -1
+        price = reference * (1.0 + side * self._slip(side))
+        fee_rate = self.settings.fee_rate
+        fee = abs(q) * price * fee_rate
+        self.cash = self.cash - q * price - fee
+        remaining = abs(q)
+        while remaining > 0 and self.lots and self.lots[0].side != side:
+            lot = self.lots[0]
+            take = min(lot.size, remaining)
+            share = take / lot.size
+            entry_fee, borrow = lot.fees * share, lot.borrow * share
+            trades.append(self._trade_row(lot, take, ts, price, entry_fee + take * price * fee_rate, borrow))
+            self.trade_returns.append(trades[-1]["pnl"] / (take * lot.entry_price))
+            lot.size -= take
+            lot.fees -= entry_fee
+            lot.borrow -= borrow
+            remaining -= take
+            if lot.size <= 0:
+                self.lots.pop(0)
+        if remaining > 0:
+            self.lots.append(_Lot(side, remaining, ts, price, remaining * price * fee_rate))
+        self.position += q
+        fills.append({
+            "symbol": self.symbol, "ts": ts, "decision_ts": decision_ts, "quantity": q, "price": price,
+            "reference_price": reference, "fee": fee, "position_after": self.position,
+        })  # fmt: skip
+
+    def _trade_row(self, lot: _Lot, size: float, exit_ts: int | None, exit_price: float | None, fees: float, borrow: float) -> dict[str, Any]:
+        pnl = None if exit_price is None else lot.side * size * (exit_price - lot.entry_price) - fees - borrow
+        return {
+            "symbol": self.symbol, "side": "long" if lot.side > 0 else "short", "size": size,
+            "entry_ts": lot.entry_ts, "entry_price": lot.entry_price, "exit_ts": exit_ts, "exit_price": exit_price,
+            "fees": fees, "borrow_cost": borrow, "pnl": pnl,
+            "return_pct": None if pnl is None else pnl / (size * lot.entry_price) * 100.0,
+        }  # fmt: skip
