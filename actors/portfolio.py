@@ -31,7 +31,7 @@ from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import OutputPath, Timeframe
 from graph.schemas import BOOK, DECISION, EQUITY, FILL, TRADE
 
-__all__ = ["Portfolio", "PortfolioParams", "BookState", "book_equity", "sort_outputs", "sort_decisions", "write_parquet"]
+__all__ = ["Portfolio", "PortfolioParams", "BookState", "book_totals", "book_equity", "book_batch", "sort_outputs", "sort_decisions", "write_parquet"]
 
 
 class PortfolioParams(Params):
@@ -59,6 +59,41 @@ class BookState:
         self.last = {s: (share, share, 0.0) for s in self.symbols}
 
 
+def book_totals(
+    state: BookState, ts: dict[str, np.ndarray], values: dict[str, dict[str, np.ndarray]]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The book's sums at every distinct bar time of the sleeves' new rows (updates ``state``).
+
+    Args:
+        state: the carried values per symbol.
+        ts: per symbol, its new rows' bar open times (int64, ascending).
+        values: per symbol, ``{"cash", "equity", "gross"}`` float64 arrays aligned with ``ts``.
+
+    Returns:
+        (distinct times ascending, ``{"cash", "equity", "gross"}`` sums over the symbols
+        in sorted order, each symbol at its latest row <= the time, else carried).
+    """
+    present = [t for t in ts.values() if len(t)]
+    times = np.unique(np.concatenate(present)) if present else np.empty(0, np.int64)
+    totals = {name: np.zeros(len(times)) for name in _SUMS}
+    for s in state.symbols:
+        carried = state.last[s]
+        t = ts.get(s)
+        if t is None or len(t) == 0:
+            for k, name in enumerate(_SUMS):
+                totals[name] += carried[k]
+            continue
+        at = np.searchsorted(t, times, side="right") - 1
+        for k, name in enumerate(_SUMS):
+            column = values[s][name]
+            totals[name] += column[np.maximum(at, 0)] if at[0] >= 0 else np.where(at >= 0, column[np.maximum(at, 0)], carried[k])
+        state.last[s] = tuple(float(values[s][name][-1]) for name in _SUMS)
+    return times, totals
+
+
+_SUMS = ("cash", "equity", "gross")
+
+
 def book_equity(rows: pa.Table | pa.RecordBatch, state: BookState) -> pa.RecordBatch:
     """Book EQUITY rows for every distinct bar time of sleeve ``rows`` (updates ``state``).
 
@@ -70,24 +105,21 @@ def book_equity(rows: pa.Table | pa.RecordBatch, state: BookState) -> pa.RecordB
         EQUITY batch, ``symbol`` = ``"*"``, ascending ``ts``; ``position``/``close`` NaN.
     """
     symbol = rows.column("symbol").to_numpy(zero_copy_only=False)
-    ts = rows.column("ts").to_numpy()
-    values = {name: rows.column(name).to_numpy() for name in ("cash", "equity")}
-    values["gross"] = np.abs(rows.column("position").to_numpy() * rows.column("close").to_numpy())
-    times = np.unique(ts)
-    totals = {name: np.zeros(len(times)) for name in values}
-    for name_index, s in enumerate(state.symbols):
+    ts_all = rows.column("ts").to_numpy()
+    columns = {name: rows.column(name).to_numpy() for name in ("cash", "equity")}
+    columns["gross"] = np.abs(rows.column("position").to_numpy() * rows.column("close").to_numpy())
+    ts, values = {}, {}
+    for s in state.symbols:
         mine = np.flatnonzero(symbol == s)
-        carried = state.last[s]
-        if len(mine) == 0:
-            for k, name in enumerate(("cash", "equity", "gross")):
-                totals[name] += carried[k]
-            continue
-        order = mine[np.argsort(ts[mine], kind="stable")]
-        at = np.searchsorted(ts[order], times, side="right") - 1
-        for k, name in enumerate(("cash", "equity", "gross")):
-            column = values[name][order]
-            totals[name] += np.where(at >= 0, column[np.maximum(at, 0)], carried[k])
-        state.last[s] = tuple(float(values[name][order[-1]]) for name in ("cash", "equity", "gross"))
+        order = mine[np.argsort(ts_all[mine], kind="stable")]
+        ts[s] = ts_all[order]
+        values[s] = {name: column[order] for name, column in columns.items()}
+    times, totals = book_totals(state, ts, values)
+    return book_batch(times, totals)
+
+
+def book_batch(times: np.ndarray, totals: dict[str, np.ndarray]) -> pa.RecordBatch:
+    """The EQUITY batch of book sums (:func:`book_totals`): ``exposure`` = gross / equity (NaN if equity <= 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         gross = np.where(totals["equity"] > 0, totals["gross"] / totals["equity"], np.nan)
     n = len(times)

@@ -185,24 +185,29 @@ class Sleeve:
         self.working = None
 
     def _remember_closes(self, closes: np.ndarray) -> None:
+        """Keep the last ``lookback + 1`` closes (only the volatility target reads them)."""
+        if self.settings.risk.model != "volatility_target":
+            return
         keep = self.settings.risk.lookback + 1
         self.closes = np.concatenate([self.closes, closes[-keep:]])[-keep:]
 
     def _mark(self, rows: dict[str, np.ndarray], lo: int, hi: int, cash_out: np.ndarray, position_out: np.ndarray) -> None:
         """Borrow accrual and marks for rows ``lo..hi-1`` (no fills among them)."""
-        close = rows["close"][lo:hi]
         rate = self.settings.borrow_bps / _BPS / self.settings.bars_per_year
         if self.position < 0 and rate > 0:
+            close = rows["close"][lo:hi]
             cost = -self.position * close * rate
             cash_out[lo:hi] = np.cumsum(np.r_[self.cash, -cost])[1:]
             self.cash = float(cash_out[hi - 1])
             for lot in self.lots:
                 lot.borrow = float(np.cumsum(np.r_[lot.borrow, cost * (lot.size / -self.position)])[-1])
+        elif hi - lo == 1:
+            cash_out[lo] = self.cash
         else:
             cash_out[lo:hi] = self.cash
         position_out[lo:hi] = self.position
         self.last_spread = float(rows["spread_bps"][hi - 1])
-        self._remember_closes(close)
+        self._remember_closes(rows["close"][lo:hi])
 
     def _slip(self, side: int) -> float:
         """The slippage fraction s of a fill in direction ``side`` (+1 buy, -1 sell)."""

@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from actors.execution import ExecutionParams, equity_batch, sleeve_settings
-from actors.portfolio import BookState, book_equity, sort_outputs
+from actors.portfolio import BookState, book_batch, book_totals, sort_outputs
 from actors.sleeve import Sleeve
 from graph.schemas import EQUITY, FILL, TRADE
 from strategies.base import History, decide_by_bars, make_strategy
 
-__all__ = ["Series", "Result", "series_from_decisions", "strategy_targets", "simulate", "execution_params"]
+__all__ = ["Series", "Result", "series_from_decisions", "strategy_targets", "simulate", "book_curve", "execution_params"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,32 @@ def execution_params(config) -> ExecutionParams:
     )
 
 
+def _sleeves(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams):
+    settings = sleeve_settings(params)
+    cash = params.initial_cash / len(params.symbols)
+    for symbol in sorted(series):
+        s, h = series[symbol], series[symbol].history
+        sleeve = Sleeve(symbol, cash, settings)
+        rows = {"ts": h.ts, "open": h.open, "close": h.close, "volume": h.volume, "target": targets[symbol], "spread_bps": s.spread_bps}
+        fills, trades, equity = sleeve.process(rows)
+        yield symbol, sleeve, fills, trades, equity
+
+
+def _book(params: ExecutionParams, curves: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    values = {
+        symbol: {"cash": e["cash"], "equity": e["equity"], "gross": np.abs(e["position"] * e["close"])}
+        for symbol, e in curves.items()
+    }
+    return book_totals(BookState(list(params.symbols), params.initial_cash), {s: e["ts"] for s, e in curves.items()}, values)
+
+
+def book_curve(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams) -> tuple[np.ndarray, np.ndarray]:
+    """Only the book's (bar times int64, equity float64) of :func:`simulate`: no tables (sweeps, validation)."""
+    curves = {symbol: equity for symbol, _, _, _, equity in _sleeves(series, targets, params)}
+    times, totals = _book(params, curves)
+    return times, totals["equity"]
+
+
 def simulate(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams) -> Result:
     """Fill ``targets`` per symbol sleeve and aggregate the book.
 
@@ -105,23 +131,15 @@ def simulate(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], pa
     Returns:
         :class:`Result`, the same tables the graph's ``portfolio`` node writes.
     """
-    settings = sleeve_settings(params)
-    cash = params.initial_cash / len(params.symbols)
-    equity, fills, trades = [], [], []
-    for symbol in sorted(series):
-        s = series[symbol]
-        sleeve = Sleeve(symbol, cash, settings)
-        h = s.history
-        rows = {"ts": h.ts, "open": h.open, "close": h.close, "volume": h.volume, "target": targets[symbol], "spread_bps": s.spread_bps}
-        f, t, e = sleeve.process(rows)
+    curves, equity, fills, trades = {}, [], [], []
+    for symbol, sleeve, f, t, e in _sleeves(series, targets, params):
+        curves[symbol] = e
         fills += f
         trades += t + sleeve.open_trades()
         equity.append(equity_batch(symbol, e))
-    sleeves = pa.Table.from_batches(equity, schema=EQUITY)
-    book = book_equity(sleeves, BookState(list(params.symbols), params.initial_cash))
-    all_equity = pa.concat_tables([sleeves, pa.Table.from_batches([book])])
+    book = book_batch(*_book(params, curves))
     tables = sort_outputs(
-        all_equity,
+        pa.concat_tables([pa.Table.from_batches(equity, schema=EQUITY), pa.Table.from_batches([book])]),
         pa.Table.from_pylist(fills, schema=FILL),
         pa.Table.from_pylist(trades, schema=TRADE),
     )
