@@ -153,9 +153,9 @@ def sort_decisions(decisions: pa.Table) -> pa.Table:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` the same bytes every time (no pandas metadata, fixed options)."""
+    """Write ``table`` to ``path``, the same bytes for the same rows (one chunk, no metadata, fixed options)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata(None), path, compression="zstd", use_dictionary=False, write_statistics=False)
+    pq.write_table(table.replace_schema_metadata(None).combine_chunks(), path, compression="zstd", use_dictionary=False, write_statistics=False)
 
 
 class Portfolio(Operator):
