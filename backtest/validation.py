@@ -60,7 +60,7 @@ def permute_series(s: Series, rng: np.random.Generator) -> Series:
     order = np.r_[0, 1 + rng.permutation(n - 1)]  # bar 0 stays: its close anchors the prices
     log_close = np.log(h.close)
     steps = np.diff(log_close)[order[1:] - 1]
-    close = np.exp(np.r_[log_close[0], log_close[0] + np.cumsum(steps)])
+    close = h.close[0] * np.exp(np.r_[0.0, np.cumsum(steps)])  # bar 0's close exactly
     shape = {name: np.log(getattr(h, name) / h.close)[order] for name in ("open", "high", "low", "vwap")}
     history = History(
         ts=h.ts, close=close, volume=h.volume[order], signal=h.signal[order],
