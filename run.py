@@ -68,7 +68,7 @@ def _start_ray(args: argparse.Namespace) -> None:
     if args.address:
         # Workers on other nodes import our packages from the driver's copy.
         kwargs["address"] = args.address
-        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "commands", "db", "graph", "parity")]}
+        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "backtest", "commands", "db", "graph", "parity", "strategies")]}
     else:
         kwargs["num_cpus"] = args.num_cpus
         kwargs["include_dashboard"] = False if args.no_dashboard else None

@@ -183,7 +183,7 @@ def add_backtest_routes(
     """
     from backtest.runner import prepare, run_backtest
 
-    root, base_dir = Path(root), Path(base_dir or Path.cwd())
+    root, base_dir = Path(root).resolve(), Path(base_dir or Path.cwd()).resolve()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backtest")
     live: dict[str, _Live] = {}
     presets = root / "presets"

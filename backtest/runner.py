@@ -142,7 +142,7 @@ def run_backtest(
         ConfigError: bad symbols or data (before any work).
         graph.runtime.NodeFailure: a node failed while running.
     """
-    root, base_dir = Path(root), Path(base_dir or Path.cwd())
+    root, base_dir = Path(root).resolve(), Path(base_dir or Path.cwd()).resolve()
     events: list[dict[str, Any]] = []
 
     def emit(step: str, progress: float, detail: str = "") -> None:

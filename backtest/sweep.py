@@ -320,6 +320,7 @@ def sweep(
     from backtest.manifest import commit_run
     from backtest.runner import _identity, prepare, run_backtest
 
+    root, base_dir = Path(root).resolve(), Path(base_dir).resolve()
     plan = plan_sweep(base_doc, grid)
     first = plan.combos[0][1]
     prepared = prepare(first, base_dir)

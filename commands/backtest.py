@@ -69,16 +69,11 @@ def _fail(message: str, code: int) -> int:
 
 
 def _start_ray(args: argparse.Namespace) -> None:
-    import logging
+    """Start (or join, ``--address``) Ray the way ``run.py`` does, without the dashboard."""
+    from run import _start_ray as start
 
-    import ray
-
-    kwargs = {"logging_level": logging.WARNING, "include_dashboard": False}
-    if args.address:
-        kwargs = {"address": args.address, "logging_level": logging.WARNING}
-    else:
-        kwargs["num_cpus"] = args.num_cpus
-    ray.init(**kwargs)
+    args.no_dashboard = True
+    start(args)
 
 
 def _print_metrics(metrics: dict) -> None:
