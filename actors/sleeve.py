@@ -126,6 +126,13 @@ class Sleeve:
     closes: np.ndarray = field(default_factory=lambda: np.empty(0))
     trade_returns: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        cfg = self.settings
+        self._fee_rate = cfg.fee_rate
+        self._borrow_per_bar = cfg.borrow_bps / _BPS / cfg.bars_per_year
+        self._slippage = cfg.slippage.model
+        self._keeps_closes = cfg.risk.model == "volatility_target"
+
     def process(self, rows: dict[str, np.ndarray]) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
         """Apply DECISION rows of this symbol (numpy columns, ts strictly increasing).
 
@@ -136,7 +143,7 @@ class Sleeve:
         Raises:
             ValueError: a row not newer than the previous one (names the symbol and ts).
         """
-        ts, target, close = rows["ts"], rows["target"], rows["close"]
+        ts, close = rows["ts"], rows["close"]
         n = len(ts)
         if n and (np.any(ts[1:] <= ts[:-1]) or (self.last_ts is not None and ts[0] <= self.last_ts)):
             bad = int(ts[0]) if self.last_ts is not None and ts[0] <= self.last_ts else int(ts[1:][ts[1:] <= ts[:-1]][0])
@@ -144,25 +151,34 @@ class Sleeve:
         fills: list[dict] = []
         trades: list[dict] = []
         cash_out, position_out = np.empty(n), np.empty(n)
-        decisions = np.flatnonzero(np.isfinite(target))
-        p, i = 0, 0
+        target = rows["target"]
+        decisions = np.flatnonzero(np.isfinite(target)).tolist()
+        targets = target[decisions].tolist()
+        # Python scalars for the few rows that are events (numpy scalars are slow to compute with)
+        self._rows = (ts, rows["open"], rows["volume"], rows["spread_bps"], close)
+        p, i, count = 0, 0, len(decisions)
         while i < n:
             if self.pending is None and self.working is None:
-                while p < len(decisions) and (decisions[p] < i or target[decisions[p]] == self.target):
+                while p < count and (decisions[p] < i or targets[p] == self.target):
                     p += 1
-                k = int(decisions[p]) if p < len(decisions) else n
-                end = min(k, n - 1)
-                self._mark(rows, i, end + 1, cash_out, position_out)
+                k = decisions[p] if p < count else n
+                end = k if k < n else n - 1
+                self._mark(i, end + 1, cash_out, position_out)
                 if k < n:
-                    self._decide(rows, k)
+                    self._decide(targets[p], int(ts[k]))
                     p += 1
                 i = end + 1
                 continue
-            self._fill(rows, i, fills, trades)
-            self._mark(rows, i, i + 1, cash_out, position_out)
-            if math.isfinite(target[i]) and target[i] != self.target:
-                self._decide(rows, i)
+            self._fill(i, fills, trades)
+            self._mark(i, i + 1, cash_out, position_out)
+            while p < count and decisions[p] < i:
+                p += 1
+            if p < count and decisions[p] == i:
+                if targets[p] != self.target:
+                    self._decide(targets[p], int(ts[i]))
+                p += 1
             i += 1
+        del self._rows
         if n:
             self.last_ts = int(ts[-1])
         equity = cash_out + position_out * close
@@ -172,31 +188,32 @@ class Sleeve:
             "ts": ts, "cash": cash_out, "position": position_out, "close": close, "exposure": gross, "equity": equity,
         }  # fmt: skip
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_rows", None)
+        return state
+
     def open_trades(self) -> list[dict]:
         """TRADE rows of the lots still open (exit fields null)."""
         return [self._trade_row(lot, lot.size, None, None, lot.fees, lot.borrow) for lot in self.lots]
 
     # -- internals -----------------------------------------------------------------------------
-    def _decide(self, rows: dict[str, np.ndarray], k: int) -> None:
-        """Row ``k``'s target becomes the order to fill at the next open (sized now)."""
-        self.target = float(rows["target"][k])  # the closes up to row k are in self.closes (_mark ran)
-        value = exposure(self.settings.risk, self.target, self.closes, self.trade_returns, self.settings.bars_per_year)
-        self.pending = (int(rows["ts"][k]), value)
+    def _decide(self, target: float, ts: int) -> None:
+        """A new target at the bar opened at ``ts`` becomes the order for the next open (sized now).
+
+        The closes up to that bar are already in ``self.closes`` (:meth:`_mark` ran).
+        """
+        self.target = target
+        value = exposure(self.settings.risk, target, self.closes, self.trade_returns, self.settings.bars_per_year)
+        self.pending = (ts, value)
         self.working = None
 
-    def _remember_closes(self, closes: np.ndarray) -> None:
-        """Keep the last ``lookback + 1`` closes (only the volatility target reads them)."""
-        if self.settings.risk.model != "volatility_target":
-            return
-        keep = self.settings.risk.lookback + 1
-        self.closes = np.concatenate([self.closes, closes[-keep:]])[-keep:]
-
-    def _mark(self, rows: dict[str, np.ndarray], lo: int, hi: int, cash_out: np.ndarray, position_out: np.ndarray) -> None:
+    def _mark(self, lo: int, hi: int, cash_out: np.ndarray, position_out: np.ndarray) -> None:
         """Borrow accrual and marks for rows ``lo..hi-1`` (no fills among them)."""
-        rate = self.settings.borrow_bps / _BPS / self.settings.bars_per_year
+        _, _, _, spread, close = self._rows
+        rate = self._borrow_per_bar
         if self.position < 0 and rate > 0:
-            close = rows["close"][lo:hi]
-            cost = -self.position * close * rate
+            cost = -self.position * close[lo:hi] * rate
             cash_out[lo:hi] = np.cumsum(np.r_[self.cash, -cost])[1:]
             self.cash = float(cash_out[hi - 1])
             for lot in self.lots:
@@ -205,84 +222,98 @@ class Sleeve:
             cash_out[lo] = self.cash
         else:
             cash_out[lo:hi] = self.cash
-        position_out[lo:hi] = self.position
-        self.last_spread = float(rows["spread_bps"][hi - 1])
-        self._remember_closes(rows["close"][lo:hi])
+        if hi - lo == 1:
+            position_out[lo] = self.position
+        else:
+            position_out[lo:hi] = self.position
+        self.last_spread = float(spread[hi - 1])
+        if self._keeps_closes:  # only the volatility target reads the trailing closes
+            keep = self.settings.risk.lookback + 1
+            self.closes = np.concatenate([self.closes, close[lo:hi][-keep:]])[-keep:]
 
-    def _slip(self, side: int) -> float:
-        """The slippage fraction s of a fill in direction ``side`` (+1 buy, -1 sell)."""
+    def _slip(self) -> float:
+        """The slippage fraction s of a fill now (the same for buys and sells)."""
+        if self._slippage == "none":
+            return 0.0
         model = self.settings.slippage
-        if model.model == "spread_pct":
+        if self._slippage == "spread_pct":
             spread = self.last_spread
-            return (model.fraction * spread if math.isfinite(spread) else model.fixed_bps) / _BPS
-        if model.model == "participation_rate":
-            return model.impact_bps / _BPS
-        return 0.0
+            return (model.fraction * spread if spread == spread else model.fixed_bps) / _BPS
+        return model.impact_bps / _BPS
 
-    def _units(self, value: float, price: float) -> float:
-        """Units that ``value`` (quote currency) buys at ``price`` plus the fee: floored if whole."""
-        cost = price * (1.0 + self.settings.fee_rate)
-        return max(float(value // cost) if self.settings.whole_units else value / cost, 0.0)
-
-    def _fill(self, rows: dict[str, np.ndarray], i: int, fills: list[dict], trades: list[dict]) -> None:
+    def _fill(self, i: int, fills: list[dict], trades: list[dict]) -> None:
         """Fill the pending order (sizing it) or the working remainder at row ``i``'s open."""
-        reference = float(rows["open"][i])
+        ts_column, opens, volumes, _, _ = self._rows
+        reference = float(opens[i])
+        slip = self._slip()
+        fee_rate = self._fee_rate
+        position = self.position
         if self.pending is not None:
             decision_ts, value = self.pending
             self.pending = None
-            sign = (value > 0) - (value < 0)
-            if self.position != 0:  # the cash after closing everything at this fill
-                q = -self.position
-                price = reference * (1.0 + ((q > 0) - (q < 0)) * self._slip((q > 0) - (q < 0)))
-                equity = self.cash - q * price - abs(q) * price * self.settings.fee_rate
+            if position != 0:  # the cash after closing everything at this fill
+                q = -position
+                price = reference * (1.0 + slip) if q > 0 else reference * (1.0 - slip)
+                equity = self.cash - q * price - abs(q) * price * fee_rate
             else:
                 equity = self.cash
             desired = 0.0
-            if sign and equity > 0:
-                price = reference * (1.0 + sign * self._slip(sign))
-                desired = sign * self._units(abs(value) * equity, price)
+            if value != 0 and equity > 0:
+                price = reference * (1.0 + slip) if value > 0 else reference * (1.0 - slip)
+                cost = price * (1.0 + fee_rate)
+                units = abs(value) * equity
+                units = float(units // cost) if self.settings.whole_units else units / cost
+                desired = units if value > 0 else -units
             self.working = (decision_ts, desired)
         decision_ts, desired = self.working
+        order = desired - position
+        if order == 0:
+            self.working = None
+            return
         cap = math.inf
-        if self.settings.slippage.model == "participation_rate":
-            cap = self.settings.slippage.rate * float(rows["volume"][i])
+        if self._slippage == "participation_rate":
+            cap = self.settings.slippage.rate * float(volumes[i])
             if self.settings.whole_units:
                 cap = float(math.floor(cap))
-        order = desired - self.position
-        parts = [order]
-        if self.position != 0 and order != 0 and (desired == 0 or (desired > 0) != (self.position > 0)):
-            parts = [-self.position, desired] if desired != 0 else [-self.position]
+        ts = int(ts_column[i])
+        if position != 0 and (desired == 0 or (desired > 0) != (position > 0)):
+            parts = (-position, desired) if desired != 0 else (-position,)
+        else:
+            parts = (order,)
         for q in parts:
-            q = math.copysign(min(abs(q), cap), q)
+            if abs(q) > cap:
+                q = math.copysign(cap, q)
             if q == 0:
                 break
             cap -= abs(q)
-            self._execute(int(rows["ts"][i]), decision_ts, q, reference, fills, trades)
+            self._execute(ts, decision_ts, q, reference, slip, fills, trades)
         if self.position == desired:
             self.working = None
 
-    def _execute(self, ts: int, decision_ts: int, q: float, reference: float, fills: list[dict], trades: list[dict]) -> None:
+    def _execute(self, ts: int, decision_ts: int, q: float, reference: float, slip: float, fills: list[dict], trades: list[dict]) -> None:
         side = 1 if q > 0 else -1
-        price = reference * (1.0 + side * self._slip(side))
-        fee_rate = self.settings.fee_rate
+        price = reference * (1.0 + slip) if side > 0 else reference * (1.0 - slip)
+        fee_rate = self._fee_rate
         fee = abs(q) * price * fee_rate
         self.cash = self.cash - q * price - fee
         remaining = abs(q)
-        while remaining > 0 and self.lots and self.lots[0].side != side:
-            lot = self.lots[0]
-            take = min(lot.size, remaining)
+        lots = self.lots
+        while remaining > 0 and lots and lots[0].side != side:
+            lot = lots[0]
+            take = lot.size if lot.size < remaining else remaining
             share = take / lot.size
             entry_fee, borrow = lot.fees * share, lot.borrow * share
-            trades.append(self._trade_row(lot, take, ts, price, entry_fee + take * price * fee_rate, borrow))
-            self.trade_returns.append(trades[-1]["pnl"] / (take * lot.entry_price))
+            row = self._trade_row(lot, take, ts, price, entry_fee + take * price * fee_rate, borrow)
+            trades.append(row)
+            self.trade_returns.append(row["pnl"] / (take * lot.entry_price))
             lot.size -= take
             lot.fees -= entry_fee
             lot.borrow -= borrow
             remaining -= take
             if lot.size <= 0:
-                self.lots.pop(0)
+                lots.pop(0)
         if remaining > 0:
-            self.lots.append(_Lot(side, remaining, ts, price, remaining * price * fee_rate))
+            lots.append(_Lot(side, remaining, ts, price, remaining * price * fee_rate))
         self.position += q
         fills.append({
             "symbol": self.symbol, "ts": ts, "decision_ts": decision_ts, "quantity": q, "price": price,

@@ -27,7 +27,7 @@ from actors.sleeve import Sleeve
 from graph.schemas import EQUITY, FILL, TRADE
 from strategies.base import History, decide_by_bars, make_strategy
 
-__all__ = ["Series", "Result", "series_from_decisions", "strategy_targets", "simulate", "book_curve", "execution_params"]
+__all__ = ["Series", "Result", "series_from_decisions", "strategy_targets", "simulate", "simulate_metrics", "book_curve", "execution_params"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,21 @@ def book_curve(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], 
     curves = {symbol: equity for symbol, _, _, _, equity in _sleeves(series, targets, params)}
     times, totals = _book(params, curves)
     return times, totals["equity"]
+
+
+def simulate_metrics(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams) -> dict:
+    """``metrics.json`` of :func:`simulate` computed from arrays, without building its tables (sweeps)."""
+    from backtest.metrics import curves_metrics
+
+    curves, pnl = {}, {}
+    for symbol, sleeve, _, trades, equity in _sleeves(series, targets, params):
+        curves[symbol] = equity
+        closed = sorted((t["entry_ts"], t["exit_ts"], t["pnl"]) for t in trades)  # the TRADE table's order
+        pnl[symbol] = np.array([p for _, _, p in closed], dtype=np.float64)
+    times, totals = _book(params, curves)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exposure = np.where(totals["equity"] > 0, totals["gross"] / totals["equity"], np.nan)
+    return curves_metrics(curves, pnl, {"equity": totals["equity"], "exposure": exposure}, params.initial_cash, params.bars_per_year)
 
 
 def simulate(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams) -> Result:

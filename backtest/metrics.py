@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["bar_returns", "sharpe", "sortino", "max_drawdown", "performance", "run_metrics"]
+__all__ = ["bar_returns", "sharpe", "sortino", "max_drawdown", "performance", "curves_metrics", "run_metrics"]
 
 
 def bar_returns(equity: np.ndarray, initial: float) -> np.ndarray:
     """Per-bar simple returns, float64 (n,): ``equity[t] / equity[t-1] - 1``, ``equity[-1] = initial``."""
-    previous = np.r_[initial, equity[:-1]]
+    previous = np.concatenate(([initial], equity[:-1]))
     with np.errstate(divide="ignore", invalid="ignore"):
         return equity / previous - 1.0
 
@@ -47,30 +47,33 @@ def _finite(value: float) -> float | None:
 
 def sharpe(returns: np.ndarray, bars_per_year: float) -> float:
     """Annualised Sharpe ratio (see the module docstring); NaN if undefined."""
-    if len(returns) < 2:
+    n = len(returns)
+    if n < 2:
         return math.nan
-    std = float(np.std(returns, ddof=1))
-    return float(np.mean(returns)) / std * math.sqrt(bars_per_year) if std > 0 else math.nan
+    mean = float(returns.sum()) / n
+    std = math.sqrt(float(np.square(returns - mean).sum()) / (n - 1))
+    return mean / std * math.sqrt(bars_per_year) if std > 0 else math.nan
 
 
 def sortino(returns: np.ndarray, bars_per_year: float) -> float:
     """Annualised Sortino ratio (see the module docstring); NaN if undefined."""
-    if len(returns) < 2:
+    n = len(returns)
+    if n < 2:
         return math.nan
-    downside = math.sqrt(float(np.mean(np.square(np.minimum(returns, 0.0))))) * math.sqrt(bars_per_year)
-    return float(np.mean(returns)) * bars_per_year / downside if downside > 0 else math.nan
+    downside = math.sqrt(float(np.square(np.minimum(returns, 0.0)).sum()) / n) * math.sqrt(bars_per_year)
+    return float(returns.sum()) / n * bars_per_year / downside if downside > 0 else math.nan
 
 
 def max_drawdown(equity: np.ndarray, initial: float) -> float:
     """Largest peak-to-trough fall as a fraction (<= 0), the initial cash the first peak."""
     if len(equity) == 0:
         return math.nan
-    peaks = np.maximum.accumulate(np.r_[initial, equity])[1:]
+    peaks = np.maximum.accumulate(np.concatenate(([initial], equity)))[1:]
     return float(np.min(equity / peaks - 1.0))
 
 
 def performance(
-    equity: np.ndarray, initial: float, bars_per_year: float, trades: pa.Table, in_position: np.ndarray, gross: np.ndarray
+    equity: np.ndarray, initial: float, bars_per_year: float, pnl: np.ndarray, in_position: np.ndarray, gross: np.ndarray
 ) -> dict[str, Any]:
     """Every metric of one equity curve (a sleeve or the book).
 
@@ -78,7 +81,7 @@ def performance(
         equity: float64 (n,), quote currency, marked at each bar's close.
         initial: the starting cash.
         bars_per_year: annualisation.
-        trades: TRADE rows of this curve (open ones are ignored by the trade metrics).
+        pnl: float64, the net pnl of this curve's closed trades (canonical trade order).
         in_position: bool (n,), a position at the bar's close.
         gross: float64 (n,), gross position value / equity.
 
@@ -90,8 +93,6 @@ def performance(
     returns = bar_returns(equity, initial)
     final = float(equity[-1]) if n else initial
     growth = final / initial
-    closed = trades.filter(pc.is_valid(trades.column("exit_ts")))
-    pnl = closed.column("pnl").to_numpy(zero_copy_only=False) if closed.num_rows else np.empty(0)
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
     return {
         "bars": n,
@@ -104,29 +105,46 @@ def performance(
         "trades": int(len(pnl)),
         "win_rate": float(len(wins) / len(pnl)) if len(pnl) else None,
         "profit_factor": float(wins.sum() / -losses.sum()) if len(losses) else None,
-        "exposure": float(np.mean(in_position)) if n else None,
-        "average_exposure": _finite(float(np.nanmean(gross))) if n and np.isfinite(gross).any() else None,
+        "exposure": float(np.count_nonzero(in_position)) / n if n else None,
+        "average_exposure": _finite(float(np.nanmean(gross))) if n and not np.isnan(gross).all() else None,
     }
+
+
+def curves_metrics(
+    sleeves: dict[str, dict[str, np.ndarray]], pnl: dict[str, np.ndarray], book: dict[str, np.ndarray],
+    initial_cash: float, bars_per_year: float,
+) -> dict[str, Any]:  # fmt: skip
+    """``metrics.json`` from arrays: ``{"book": {...}, "symbols": {symbol: {...}}}``.
+
+    Args:
+        sleeves: per symbol ``{"equity", "position", "exposure"}`` arrays of its bars.
+        pnl: per symbol, its closed trades' pnl in canonical order (entry, exit).
+        book: ``{"equity", "exposure"}`` arrays of the book's bars.
+        initial_cash: the book's; each of the n sleeves started with 1/n of it.
+        bars_per_year: annualisation.
+
+    The book is in position on a bar when any sleeve is; its trades are all symbols'
+    trades (symbol order, then canonical order).
+    """
+    share = initial_cash / len(sleeves)
+    out = {
+        symbol: performance(c["equity"], share, bars_per_year, pnl[symbol], c["position"] != 0, c["exposure"])
+        for symbol, c in sorted(sleeves.items())
+    }
+    every = np.concatenate([pnl[s] for s in sorted(sleeves)]) if sleeves else np.empty(0)
+    held = book["exposure"] > 0
+    return {"book": performance(book["equity"], initial_cash, bars_per_year, every, held, book["exposure"]), "symbols": out}
 
 
 def run_metrics(equity: pa.Table, trades: pa.Table, symbols: list[str], initial_cash: float, bars_per_year: float) -> dict[str, Any]:
-    """``metrics.json``: ``{"book": {...}, "symbols": {symbol: {...}}}`` (see :func:`performance`).
-
-    The book is in position on a bar when any sleeve is; its trades are all symbols' trades.
-    """
+    """:func:`curves_metrics` of a run's EQUITY and TRADE tables (canonical row order)."""
     column = equity.column("symbol")
-    sleeves = {}
-    held_any = None
+    sleeves, pnl = {}, {}
+    closed = trades.filter(pc.is_valid(trades.column("exit_ts")))
     for symbol in sorted(symbols):
         rows = equity.filter(pc.equal(column, symbol))
-        in_position = rows.column("position").to_numpy() != 0
-        sleeves[symbol] = performance(
-            rows.column("equity").to_numpy(), initial_cash / len(symbols), bars_per_year,
-            trades.filter(pc.equal(trades.column("symbol"), symbol)), in_position, rows.column("exposure").to_numpy(),
-        )  # fmt: skip
+        sleeves[symbol] = {name: rows.column(name).to_numpy() for name in ("equity", "position", "exposure")}
+        mine = closed.filter(pc.equal(closed.column("symbol"), symbol))
+        pnl[symbol] = mine.column("pnl").to_numpy() if mine.num_rows else np.empty(0)
     book = equity.filter(pc.equal(column, "*"))
-    held_any = book.column("exposure").to_numpy() > 0
-    return {
-        "book": performance(book.column("equity").to_numpy(), initial_cash, bars_per_year, trades, held_any, book.column("exposure").to_numpy()),
-        "symbols": sleeves,
-    }
+    return curves_metrics(sleeves, pnl, {name: book.column(name).to_numpy() for name in ("equity", "exposure")}, initial_cash, bars_per_year)

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import yaml
 
 from backtest.config import ConfigError, RunConfig, parse_run_config
-from backtest.engine import Series, execution_params, simulate, strategy_targets
+from backtest.engine import Series, execution_params, simulate, simulate_metrics, strategy_targets
 from backtest.hashing import canonical_json, run_hash, sha256_hex
 from backtest.metrics import bar_returns, run_metrics
 from backtest.validation import run_validation
@@ -168,11 +168,12 @@ def evaluate_chunk(
 
     out = []
     for config, targets, h in zip(configs, _grid_targets(configs, series, mode), hashes):
+        if staging is None:  # metrics only: no tables
+            out.append(simulate_metrics(series, targets, execution_params(config)))
+            continue
         result = simulate(series, targets, execution_params(config))
         metrics = run_metrics(result.equity, result.trades, list(config.symbols), config.initial_cash, config.bars_per_year)
         out.append(metrics)
-        if staging is None:
-            continue
         book = result.book().column("equity").to_numpy()
         closed = result.trades.filter(pc.is_valid(result.trades.column("exit_ts"))).sort_by([("exit_ts", "ascending"), ("symbol", "ascending")])
         validation = run_validation(config, series, bar_returns(book, config.initial_cash), closed.column("pnl").to_numpy() if closed.num_rows else np.empty(0))
@@ -293,7 +294,7 @@ def sweep(
     base_dir: Path,
     backend: str = "local",
     mode: str = "auto",
-    chunk_size: int = 10,
+    chunk_size: int = 25,
     parallelism: int = 2,
     keep: int = 100,
     summary_path: Path | None = None,

@@ -52,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="a config path and its values, e.g. strategy.params.fast=5,10,20 (repeatable)")  # fmt: skip
     sweep.add_argument("--top", type=int, default=10, help="rows of the printed summary (default 10)")
     sweep.add_argument("--mode", choices=("auto", "vectorised", "tasks"), default="auto", help="how a task evaluates its combinations")
-    sweep.add_argument("--chunk", type=int, default=10, help="combinations per task (default 10)")
+    sweep.add_argument("--chunk", type=int, default=25, help="combinations per task (default 25)")
     sweep.add_argument("--summary", type=Path, default=None, help="summary Parquet (default ARTIFACTS/sweeps/<id>.parquet)")
     verify = sub.add_parser("verify", help="re-hash every run and the manifest chain")
     common(verify)
@@ -99,9 +99,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.backend == "ray":
             _start_ray(args)
             started = True
+        shown: dict[str, float] = {}
+
         def on_event(step: str, progress: float, detail: str) -> None:
-            if not args.no_progress:
-                print(f"  {step:<11}{progress:>5.0%}  {detail}", file=sys.stderr)
+            # each step's start, end and every quarter in between (the permutation test reports often)
+            if args.no_progress or (0 < progress < 1 and progress - shown.get(step, 0.0) < 0.25):
+                return
+            shown[step] = progress
+            print(f"  {step:<11}{progress:>5.0%}  {detail}", file=sys.stderr)
 
         outcome = run_backtest(config, root=args.artifacts, base_dir=args.config.resolve().parent, force=args.force,
                                backend=args.backend, parallelism=args.parallelism, keep=args.keep, on_event=on_event)  # fmt: skip

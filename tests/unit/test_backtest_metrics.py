@@ -13,7 +13,7 @@ import pytest
 
 from actors.execution import ExecutionParams
 from actors.sizing import RiskParams
-from backtest.engine import Series, simulate, strategy_targets
+from backtest.engine import Series, simulate, simulate_metrics, strategy_targets
 from backtest.metrics import bar_returns, max_drawdown, performance, run_metrics, sharpe, sortino
 from strategies import History
 from tests.reference import lobster_trades, reference_bars, tardis_trades
@@ -28,13 +28,22 @@ def series_of(symbol: str, frame: pd.DataFrame) -> Series:
 
 
 @pytest.fixture(scope="module")
-def result():
+def inputs():
     series = {"AMZN": series_of("AMZN", reference_bars(lobster_trades(), "1m")),
               "BTCUSDT": series_of("BTCUSDT", reference_bars(tardis_trades(), "1m"))}  # fmt: skip
     targets = strategy_targets("dual_sma", {"fast": 5, "slow": 20}, series)
     params = ExecutionParams(symbols=["AMZN", "BTCUSDT"], initial_cash=100_000.0, risk=RiskParams(fraction=0.9), fee_bps=1.0,
                              bars_per_year=BARS_PER_YEAR)  # fmt: skip
-    return simulate(series, targets, params)
+    return series, targets, params
+
+
+@pytest.fixture(scope="module")
+def result(inputs):
+    return simulate(*inputs)
+
+
+def test_the_sweeps_array_path_gives_the_same_metrics_as_the_tables(inputs, result):
+    assert simulate_metrics(*inputs) == run_metrics(result.equity, result.trades, ["AMZN", "BTCUSDT"], 100_000.0, BARS_PER_YEAR)
 
 
 def book(result) -> np.ndarray:
@@ -74,8 +83,7 @@ def test_trade_metrics_equal_pandas_on_the_trades(result):
 
 def test_undefined_metrics_are_none_not_nan():
     flat = np.full(10, 1_000.0)
-    empty = pa.table({"exit_ts": pa.array([], pa.int64()), "pnl": pa.array([], pa.float64())})
-    m = performance(flat, 1_000.0, 252, empty, np.zeros(10, bool), np.zeros(10))
+    m = performance(flat, 1_000.0, 252, np.empty(0), np.zeros(10, bool), np.zeros(10))
     assert m["sharpe"] is None and m["sortino"] is None and m["profit_factor"] is None and m["win_rate"] is None
     assert m["max_drawdown"] == 0.0 and m["total_return"] == 0.0 and m["exposure"] == 0.0
     assert not math.isnan(m["cagr"])
