@@ -125,6 +125,8 @@ class Sleeve:
     last_spread: float = math.nan
     closes: np.ndarray = field(default_factory=lambda: np.empty(0))
     trade_returns: list[float] = field(default_factory=list)
+    #: False: no FILL rows, and trades only as (entry_ts, exit_ts, pnl) tuples (sweeps' metrics)
+    detail: bool = True
 
     def __post_init__(self) -> None:
         cfg = self.settings
@@ -132,6 +134,7 @@ class Sleeve:
         self._borrow_per_bar = cfg.borrow_bps / _BPS / cfg.bars_per_year
         self._slippage = cfg.slippage.model
         self._keeps_closes = cfg.risk.model == "volatility_target"
+        self._whole = cfg.whole_units
 
     def process(self, rows: dict[str, np.ndarray]) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
         """Apply DECISION rows of this symbol (numpy columns, ts strictly increasing).
@@ -155,7 +158,8 @@ class Sleeve:
         decisions = np.flatnonzero(np.isfinite(target)).tolist()
         targets = target[decisions].tolist()
         # Python scalars for the few rows that are events (numpy scalars are slow to compute with)
-        self._rows = (ts, rows["open"], rows["volume"], rows["spread_bps"], close)
+        spread = rows["spread_bps"]
+        self._rows = (ts, rows["open"], rows["volume"], spread, close)
         p, i, count = 0, 0, len(decisions)
         while i < n:
             if self.pending is None and self.working is None:
@@ -170,7 +174,12 @@ class Sleeve:
                 i = end + 1
                 continue
             self._fill(i, fills, trades)
-            self._mark(i, i + 1, cash_out, position_out)
+            if self.position < 0 or self._keeps_closes:
+                self._mark(i, i + 1, cash_out, position_out)
+            else:  # the common event row, inline: no borrow, nothing to remember
+                cash_out[i] = self.cash
+                position_out[i] = self.position
+                self.last_spread = float(spread[i])
             while p < count and decisions[p] < i:
                 p += 1
             if p < count and decisions[p] == i:
@@ -182,8 +191,8 @@ class Sleeve:
         if n:
             self.last_ts = int(ts[-1])
         equity = cash_out + position_out * close
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gross = np.where(equity > 0, np.abs(position_out * close) / equity, np.nan)
+        gross = np.full(n, np.nan)
+        np.divide(np.abs(position_out * close), equity, out=gross, where=equity > 0)
         return fills, trades, {
             "ts": ts, "cash": cash_out, "position": position_out, "close": close, "exposure": gross, "equity": equity,
         }  # fmt: skip
@@ -262,7 +271,7 @@ class Sleeve:
                 price = reference * (1.0 + slip) if value > 0 else reference * (1.0 - slip)
                 cost = price * (1.0 + fee_rate)
                 units = abs(value) * equity
-                units = float(units // cost) if self.settings.whole_units else units / cost
+                units = float(units // cost) if self._whole else units / cost
                 desired = units if value > 0 else -units
             self.working = (decision_ts, desired)
         decision_ts, desired = self.working
@@ -273,7 +282,7 @@ class Sleeve:
         cap = math.inf
         if self._slippage == "participation_rate":
             cap = self.settings.slippage.rate * float(volumes[i])
-            if self.settings.whole_units:
+            if self._whole:
                 cap = float(math.floor(cap))
         ts = int(ts_column[i])
         if position != 0 and (desired == 0 or (desired > 0) != (position > 0)):
@@ -303,9 +312,13 @@ class Sleeve:
             take = lot.size if lot.size < remaining else remaining
             share = take / lot.size
             entry_fee, borrow = lot.fees * share, lot.borrow * share
-            row = self._trade_row(lot, take, ts, price, entry_fee + take * price * fee_rate, borrow)
-            trades.append(row)
-            self.trade_returns.append(row["pnl"] / (take * lot.entry_price))
+            fees = entry_fee + take * price * fee_rate
+            pnl = _pnl(lot, take, price, fees, borrow)
+            if self.detail:
+                trades.append(self._trade_row(lot, take, ts, price, fees, borrow))
+            else:
+                trades.append((lot.entry_ts, ts, pnl))
+            self.trade_returns.append(pnl / (take * lot.entry_price))
             lot.size -= take
             lot.fees -= entry_fee
             lot.borrow -= borrow
@@ -315,16 +328,22 @@ class Sleeve:
         if remaining > 0:
             lots.append(_Lot(side, remaining, ts, price, remaining * price * fee_rate))
         self.position += q
-        fills.append({
-            "symbol": self.symbol, "ts": ts, "decision_ts": decision_ts, "quantity": q, "price": price,
-            "reference_price": reference, "fee": fee, "position_after": self.position,
-        })  # fmt: skip
+        if self.detail:
+            fills.append({
+                "symbol": self.symbol, "ts": ts, "decision_ts": decision_ts, "quantity": q, "price": price,
+                "reference_price": reference, "fee": fee, "position_after": self.position,
+            })  # fmt: skip
 
     def _trade_row(self, lot: _Lot, size: float, exit_ts: int | None, exit_price: float | None, fees: float, borrow: float) -> dict[str, Any]:
-        pnl = None if exit_price is None else lot.side * size * (exit_price - lot.entry_price) - fees - borrow
+        pnl = None if exit_price is None else _pnl(lot, size, exit_price, fees, borrow)
         return {
             "symbol": self.symbol, "side": "long" if lot.side > 0 else "short", "size": size,
             "entry_ts": lot.entry_ts, "entry_price": lot.entry_price, "exit_ts": exit_ts, "exit_price": exit_price,
             "fees": fees, "borrow_cost": borrow, "pnl": pnl,
             "return_pct": None if pnl is None else pnl / (size * lot.entry_price) * 100.0,
         }  # fmt: skip
+
+
+def _pnl(lot: _Lot, size: float, exit_price: float, fees: float, borrow: float) -> float:
+    """Net pnl of ``size`` units of ``lot`` closed at ``exit_price`` (quote currency)."""
+    return lot.side * size * (exit_price - lot.entry_price) - fees - borrow

@@ -94,12 +94,12 @@ def execution_params(config) -> ExecutionParams:
     )
 
 
-def _sleeves(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams):
+def _sleeves(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams, detail: bool = True):
     settings = sleeve_settings(params)
     cash = params.initial_cash / len(params.symbols)
     for symbol in sorted(series):
         s, h = series[symbol], series[symbol].history
-        sleeve = Sleeve(symbol, cash, settings)
+        sleeve = Sleeve(symbol, cash, settings, detail=detail)
         rows = {"ts": h.ts, "open": h.open, "close": h.close, "volume": h.volume, "target": targets[symbol], "spread_bps": s.spread_bps}
         fills, trades, equity = sleeve.process(rows)
         yield symbol, sleeve, fills, trades, equity
@@ -115,7 +115,7 @@ def _book(params: ExecutionParams, curves: dict[str, dict[str, np.ndarray]]) -> 
 
 def book_curve(series: Mapping[str, Series], targets: Mapping[str, np.ndarray], params: ExecutionParams) -> tuple[np.ndarray, np.ndarray]:
     """Only the book's (bar times int64, equity float64) of :func:`simulate`: no tables (sweeps, validation)."""
-    curves = {symbol: equity for symbol, _, _, _, equity in _sleeves(series, targets, params)}
+    curves = {symbol: equity for symbol, _, _, _, equity in _sleeves(series, targets, params, detail=False)}
     times, totals = _book(params, curves)
     return times, totals["equity"]
 
@@ -125,9 +125,9 @@ def simulate_metrics(series: Mapping[str, Series], targets: Mapping[str, np.ndar
     from backtest.metrics import curves_metrics
 
     curves, pnl = {}, {}
-    for symbol, sleeve, _, trades, equity in _sleeves(series, targets, params):
+    for symbol, _, _, trades, equity in _sleeves(series, targets, params, detail=False):
         curves[symbol] = equity
-        closed = sorted((t["entry_ts"], t["exit_ts"], t["pnl"]) for t in trades)  # the TRADE table's order
+        closed = sorted(trades)  # (entry_ts, exit_ts, pnl): the TRADE table's order
         pnl[symbol] = np.array([p for _, _, p in closed], dtype=np.float64)
     times, totals = _book(params, curves)
     with np.errstate(divide="ignore", invalid="ignore"):
