@@ -145,6 +145,7 @@ class _Live:
     listeners: set[asyncio.Queue] = field(default_factory=set)
 
     def publish(self, event: dict[str, Any] | None) -> None:
+        """Record ``event`` and hand it to every listener (None: the run ended)."""
         if event is not None:
             self.events.append(event)
         for queue in self.listeners:
@@ -189,12 +190,14 @@ def add_backtest_routes(
     presets = root / "presets"
 
     async def body(request: web.Request) -> tuple[Any, web.Response | None]:
+        """The request's JSON body, or a 400 error response."""
         try:
             return await request.json(), None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return None, _error(400, "<body>", f"invalid JSON: {exc}")
 
     def status_of(run_hash: str) -> str | None:
+        """``completed``, ``running``, ``failed`` or None (unknown)."""
         if (root / run_hash / MANIFEST).is_file():
             return "completed"
         state = live.get(run_hash)
@@ -203,6 +206,7 @@ def add_backtest_routes(
         return "failed" if state.error else "running"
 
     async def post_run(request: web.Request) -> web.Response:
+        """``POST /runs``."""
         doc, failure = await body(request)
         if failure:
             return failure
@@ -221,10 +225,12 @@ def add_backtest_routes(
         state = live[run_hash] = _Live()
 
         def on_event(step: str, progress: float, detail: str) -> None:
+            """Forward a run's event from its worker thread to the event loop."""
             event = {"step": step, "progress": round(float(progress), 6), "detail": detail}
             loop.call_soon_threadsafe(state.publish, event)
 
         def work() -> None:
+            """Run the backtest (worker thread); a failure becomes the last event."""
             try:
                 run_backtest(config, root=root, base_dir=base_dir, backend=backend, parallelism=parallelism, on_event=on_event)
             except Exception as exc:  # reported on GET /runs/{hash} and as the last event
@@ -238,6 +244,7 @@ def add_backtest_routes(
         return web.json_response(RunAccepted(run_hash=run_hash, status="running", created=True).model_dump(), status=202)
 
     def summary(run_hash: str) -> RunSummary:
+        """The :class:`RunSummary` of a run."""
         status = status_of(run_hash) or "removed"
         if status != "completed":
             return RunSummary(run_hash=run_hash, status=status)
@@ -247,16 +254,19 @@ def add_backtest_routes(
                           sharpe=book.get("sharpe"), total_return=book.get("total_return"))  # fmt: skip
 
     async def list_runs(request: web.Request) -> web.Response:
+        """``GET /runs``."""
         hashes = [e.run_hash for e in reversed(read_chain(root)) if (root / e.run_hash).is_dir()]
         hashes = [h for h in live if h not in hashes and status_of(h) != "completed"] + hashes
         return web.json_response(RunList(runs=[summary(h) for h in hashes]).model_dump())
 
     def known(run_hash: str) -> web.Response | None:
+        """A 404 response for an unknown run, else None."""
         if status_of(run_hash) is None:
             return _error(404, "hash", f"no run {run_hash!r} in {root}")
         return None
 
     async def get_run(request: web.Request) -> web.Response:
+        """``GET /runs/{hash}``."""
         run_hash = request.match_info["hash"]
         if (missing := known(run_hash)) is not None:
             return missing
@@ -268,6 +278,7 @@ def add_backtest_routes(
         return web.json_response(detail.model_dump())
 
     async def get_artifacts(request: web.Request) -> web.Response:
+        """``GET /runs/{hash}/artifacts``."""
         run_hash = request.match_info["hash"]
         if (missing := known(run_hash)) is not None:
             return missing
@@ -277,6 +288,7 @@ def add_backtest_routes(
         return web.json_response(ArtifactList(run_hash=run_hash, files=manifest["files"]).model_dump())
 
     async def get_artifact(request: web.Request) -> web.StreamResponse:
+        """``GET /runs/{hash}/artifacts/{name}``."""
         run_hash, name = request.match_info["hash"], request.match_info["name"]
         if status_of(run_hash) != "completed":
             return _error(404, "hash", f"no completed run {run_hash!r}")
@@ -285,6 +297,7 @@ def add_backtest_routes(
         return web.FileResponse(root / run_hash / name)
 
     async def events(request: web.Request) -> web.StreamResponse:
+        """``GET /runs/{hash}/events`` (Server-Sent Events)."""
         run_hash = request.match_info["hash"]
         if (missing := known(run_hash)) is not None:
             return missing
@@ -292,6 +305,7 @@ def add_backtest_routes(
         await response.prepare(request)
 
         async def send(event: dict[str, Any]) -> None:
+            """Write one ``progress`` event."""
             await response.write(f"event: progress\ndata: {json.dumps(event, sort_keys=True)}\n\n".encode())
 
         state = live.get(run_hash)
@@ -318,9 +332,11 @@ def add_backtest_routes(
         return response
 
     def preset_of(path: Path) -> Preset:
+        """The stored preset at ``path``."""
         return Preset.model_validate_json(path.read_text(encoding="utf-8"))
 
     async def post_preset(request: web.Request) -> web.Response:
+        """``POST /presets``."""
         doc, failure = await body(request)
         if failure:
             return failure
@@ -347,6 +363,7 @@ def add_backtest_routes(
         return web.json_response(preset_of(path).model_dump(), status=201 if created else 200)
 
     def preset_path(request: web.Request) -> tuple[Path, web.Response | None]:
+        """The file of ``{id}``, or a 404 response."""
         preset_id = request.match_info["id"]
         path = presets / f"{preset_id}.json"
         if not preset_id.isalnum() or not path.is_file():
@@ -354,14 +371,17 @@ def add_backtest_routes(
         return path, None
 
     async def list_presets(request: web.Request) -> web.Response:
+        """``GET /presets``."""
         items = [preset_of(p) for p in sorted(presets.glob("*.json"))] if presets.is_dir() else []
         return web.json_response(PresetList(presets=items).model_dump())
 
     async def get_preset(request: web.Request) -> web.Response:
+        """``GET /presets/{id}``."""
         path, missing = preset_path(request)
         return missing or web.json_response(preset_of(path).model_dump())
 
     async def delete_preset(request: web.Request) -> web.Response:
+        """``DELETE /presets/{id}``."""
         path, missing = preset_path(request)
         if missing:
             return missing
@@ -369,6 +389,7 @@ def add_backtest_routes(
         return web.Response(status=204)
 
     async def close_executor(app: web.Application) -> None:
+        """Wait for running backtests when the app shuts down."""
         executor.shutdown(wait=True)
 
     app.on_cleanup.append(close_executor)

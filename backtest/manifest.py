@@ -50,6 +50,7 @@ __all__ = [
     "write_manifest",
     "commit_run",
     "load_manifest",
+    "strategy_node_params",
     "verify_artifacts",
     "prune",
 ]
@@ -199,6 +200,21 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if manifest.get("manifest_hash") != manifest_hash(manifest):
         raise ValueError(f"{path}: manifest_hash does not match the manifest's content (edited or corrupt)")
     return manifest
+
+
+def strategy_node_params(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``strategy`` node params that run a manifest's strategy on live bars (pre-paper).
+
+    ``{"strategy", "params", "timeframe", "history_bars"}``; the history the runner must
+    hold before the first decision is ``manifest["strategy"]["warmup_bars"]`` bars.
+    """
+    strategy = manifest["strategy"]
+    return {
+        "strategy": strategy["name"],
+        "params": dict(strategy["params"]),
+        "timeframe": strategy["timeframe"],
+        "history_bars": int(strategy["warmup_bars"]),
+    }
 
 
 def verify_artifacts(root: Path) -> VerifyReport:

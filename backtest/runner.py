@@ -46,7 +46,7 @@ from backtest.metrics import bar_returns, run_metrics
 from backtest.validation import run_validation
 from strategies.base import make_strategy
 
-__all__ = ["DEFAULT_ROOT", "Prepared", "RunOutcome", "canonical_config", "prepare", "run_backtest"]
+__all__ = ["DEFAULT_ROOT", "Prepared", "RunOutcome", "canonical_config", "prepare", "run_backtest", "run_identity"]
 
 #: Default artifacts directory, relative to the current directory.
 DEFAULT_ROOT = Path("artifacts") / "backtests"
@@ -168,7 +168,7 @@ def run_backtest(
             outcome = _compare_rerun(root, run_dir, staged, prepared, metrics, events)
         else:
             (staged / "events.jsonl").write_text("".join(canonical_json(e) for e in events), encoding="utf-8")
-            commit_run(root, staged, prepared.run_hash, _identity(prepared), keep)
+            commit_run(root, staged, prepared.run_hash, run_identity(prepared), keep)
             outcome = RunOutcome(prepared.run_hash, "computed", run_dir, metrics=metrics, events=events)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -179,7 +179,8 @@ def run_backtest(
     return outcome
 
 
-def _identity(prepared: Prepared) -> dict[str, Any]:
+def run_identity(prepared: Prepared) -> dict[str, Any]:
+    """The manifest identity of a prepared run (``backtest.artifacts.identity`` with its strategy's warm-up)."""
     warmup = int(make_strategy(prepared.config.strategy.name, prepared.config.strategy.params).warmup_bars)
     return identity(prepared.run_hash, prepared.config_doc, prepared.data, warmup, tickgraph_version())
 
@@ -209,7 +210,7 @@ def _compute(prepared: Prepared, staging: Path, base_dir: Path, backend: str, pa
 def _compare_rerun(root: Path, run_dir: Path, staged: Path, prepared: Prepared, metrics: dict, events: list) -> RunOutcome:
     """Manifest the rerun at the existing run's chain position and compare every byte."""
     existing = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    write_manifest(staged, _identity(prepared), existing.get("chain_prev"))
+    write_manifest(staged, run_identity(prepared), existing.get("chain_prev"))
     differing = _differing(run_dir, staged)
     if differing:
         copy_tree(staged, root / f"{prepared.run_hash}.rerun")

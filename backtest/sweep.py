@@ -319,7 +319,7 @@ def sweep(
         ConfigError: bad base config, grid, or symbols (before any work).
     """
     from backtest.manifest import commit_run
-    from backtest.runner import _identity, prepare, run_backtest
+    from backtest.runner import Prepared, canonical_config, prepare, run_backtest, run_identity
 
     root, base_dir = Path(root).resolve(), Path(base_dir).resolve()
     plan = plan_sweep(base_doc, grid)
@@ -358,7 +358,7 @@ def sweep(
             for i in pending:  # grid order: the chain does not depend on task timing
                 config = plan.combos[i][1]
                 if not (root / hashes[i]).exists():
-                    identity = _identity(type(prepared)(config, _doc(config), prepared.data, hashes[i]))
+                    identity = run_identity(Prepared(config, canonical_config(config), prepared.data, hashes[i]))
                     commit_run(root, staging / hashes[i], hashes[i], identity, keep)
         finally:
             discard(staging)
@@ -370,12 +370,6 @@ def sweep(
 
     write_parquet(table, path)
     return SweepResult(plan, table, path)
-
-
-def _doc(config: RunConfig) -> dict[str, Any]:
-    from backtest.runner import canonical_config
-
-    return canonical_config(config)
 
 
 def _series_of(run_dir: Path) -> dict[str, Series]:

@@ -104,6 +104,7 @@ def configs(symbols: list[str]):
 
 
 def timed(label: str, fn, backtests: int, cores: int, results: dict) -> float:
+    """Run ``fn`` once, print its backtests/s and bar evaluations/s, keep (seconds, backtests, cores)."""
     started = time.perf_counter()
     fn()
     seconds = time.perf_counter() - started
@@ -114,15 +115,18 @@ def timed(label: str, fn, backtests: int, cores: int, results: dict) -> float:
 
 
 def engine_pass(series, grid) -> None:
+    """Targets and sleeves + book (no tables) of every combination, in this process."""
     for config in grid:
         book_curve(series, strategy_targets("dual_sma", config.strategy.params, series), execution_params(config))
 
 
 def chunks(grid, size):
+    """``grid`` in consecutive chunks of ``size``."""
     return [grid[i : i + size] for i in range(0, len(grid), size)]
 
 
 def ray_pass(series, grid, size, mode, staging=None) -> None:
+    """evaluate_chunk on Ray tasks, one per chunk (metrics only unless ``staging``)."""
     import ray
 
     task = ray.remote(evaluate_chunk)
@@ -156,6 +160,7 @@ def _peer_strategy():
 
 
 def backtesting_optimize(series: Series, processes: int | None) -> float:
+    """Seconds of backtesting.py's Backtest.optimize on the grid for one series (``processes``: pool size; None: its default)."""
     import backtesting
     from backtesting import Backtest
 
@@ -179,6 +184,7 @@ def backtesting_optimize(series: Series, processes: int | None) -> float:
 
 
 def vectorbt_pass(series: dict[str, Series]) -> float | None:
+    """Seconds of vectorbt's from_signals over every column (warm), None if vectorbt is missing."""
     try:
         import vectorbt as vbt
     except ImportError:
@@ -186,6 +192,7 @@ def vectorbt_pass(series: dict[str, Series]) -> float | None:
     close = pd.DataFrame({s: x.history.close for s, x in series.items()})
 
     def run() -> None:
+        """One vectorbt pass over every (fast, slow, symbol) column."""
         fast = vbt.MA.run(close, window=FASTS, short_name="fast", param_product=True)
         slow = vbt.MA.run(close, window=SLOWS, short_name="slow", param_product=True)
         # columns (fast, symbol) repeated per slow, against (slow, symbol) tiled per fast: the same 5,000 pairs

@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from backtest.config import parse_run_config
-from backtest.manifest import CHAIN, HASHED, MANIFEST, load_manifest, read_chain, verify_artifacts
+from actors.strategy import StrategyNode, StrategyNodeParams
+from backtest.manifest import CHAIN, HASHED, MANIFEST, load_manifest, read_chain, strategy_node_params, verify_artifacts
+from graph.operator import OperatorContext
 from backtest.runner import run_backtest
 from backtest.sweep import parse_grid, sweep
 from tests.backtests import artifacts_equal, config, config_doc
@@ -66,6 +68,9 @@ def test_the_manifest_lists_every_artifact_and_what_pre_paper_needs(root):
                                     "timeframe": "1m", "warmup_bars": 31}  # fmt: skip
     assert manifest["data"]["symbols"] == ["AMZN", "BTCUSDT"]
     assert {i["file"] for i in manifest["data"]["inputs"]} >= {"trades.csv"}
+    # the pre-paper runner builds its strategy node from the manifest alone
+    node = StrategyNode(StrategyNodeParams.model_validate(strategy_node_params(manifest)), OperatorContext("pre_paper"))
+    assert node.metrics()["strategy"] == "dual_sma" and node._warmup == 31
     text = (only_run(root) / MANIFEST).read_text() + "".join((only_run(root) / n).read_text() for n in ("config.json", "metrics.json", "validation.json"))
     assert not re.search(r"20(2[5-9]|3\d)-\d\d-\d\d", text)  # no wall-clock date of today in any hashed JSON
 
