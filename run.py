@@ -74,6 +74,10 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+#: tickgraph's packages, shipped to the workers of a cluster joined with ``--address``.
+PACKAGES = ("actors", "backtest", "commands", "db", "graph", "parity", "strategies")
+
+
 def _start_ray(args: argparse.Namespace) -> dict[str, Any]:
     """A private loopback Ray instance, or the cluster of ``--address`` (graph/cluster.py)."""
     from graph.cluster import join_ray, start_private_ray
@@ -81,7 +85,7 @@ def _start_ray(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(__file__).resolve().parent
     if args.address:
         # Workers on other nodes import our packages from the driver's copy.
-        modules = [str(root / name) for name in ("actors", "commands", "db", "graph", "parity")]
+        modules = [str(root / name) for name in PACKAGES]
         return join_ray(
             args.address,
             timeout_s=args.connect_timeout,

@@ -30,6 +30,11 @@ KINDS: dict[str, str] = {
     "bollinger_pctb": "actors.signals.bollinger_pctb:BollingerPctB",
     "tick_rate_zscore": "actors.signals.tick_rate_zscore:TickRateZScore",
     "parity": "actors.parity:ParityTracker",
+    # backtests: strategy -> execution -> portfolio; bars from the store
+    "strategy": "actors.strategy:StrategyNode",
+    "execution": "actors.execution:Execution",
+    "portfolio": "actors.portfolio:Portfolio",
+    "bar_replay": "actors.bar_replay:BarReplay",
     # sinks
     "sql_store": "actors.store:SqlStore",
     "parquet_sink": "actors.parquet_sink:ParquetSink",

@@ -35,6 +35,11 @@ __all__ = [
     "watermark_rows",
     "stream_source",
     "quarantine_row",
+    "DECISION",
+    "FILL",
+    "TRADE",
+    "EQUITY",
+    "BOOK",
 ]
 
 ORIGIN_LIVE = "live"
@@ -203,3 +208,85 @@ def watermark_rows(batch: pa.RecordBatch) -> np.ndarray:
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     """A zero-row ``RecordBatch`` of ``schema``."""
     return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+# ----------------------------------------------------------------------------- backtests
+# The strategy -> execution -> portfolio streams (``actors/strategy.py``,
+# ``actors/execution.py``, ``actors/portfolio.py``). Money is in the quote currency,
+# positions in the instrument's units (shares, contracts, coins; may be fractional).
+
+#: One confirmed bar with the decision a strategy took at its close. ``ts`` is the
+#: decision bar's OPEN time; the decision is filled at the NEXT bar's open, never on
+#: this bar. ``target`` is the signed target exposure (-1 short ... +1 long, as a
+#: fraction of the sleeve's equity before risk sizing); NaN = no new decision (keep the
+#: previous target; also every warm-up bar). ``spread_bps`` is the last quoted spread
+#: before the bar's end (NaN without quotes), ``signal`` the strategy's input signal
+#: value at the bar's end (NaN if it reads none).
+DECISION = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),  # decision bar open time, ns UTC
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("target", pa.float64(), nullable=False),  # NaN: keep the previous target
+        pa.field("spread_bps", pa.float64(), nullable=False),  # NaN: no quote seen
+        pa.field("signal", pa.float64(), nullable=False),  # NaN: none
+    ]
+)
+
+#: One fill: part or all of an order, at a bar's open (plus slippage).
+#: ``decision_ts`` is the open time of the bar whose close decided the order, ``ts``
+#: the open time of the bar it filled on (always later). ``quantity`` is signed
+#: (+ buy, - sell); ``price`` includes slippage; ``fee`` is in quote currency.
+FILL = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),  # fill bar open time, ns UTC
+        pa.field("decision_ts", pa.int64(), nullable=False),  # decision bar open time, ns UTC
+        pa.field("quantity", pa.float64(), nullable=False),  # signed units
+        pa.field("price", pa.float64(), nullable=False),  # fill price incl. slippage
+        pa.field("reference_price", pa.float64(), nullable=False),  # the bar's open
+        pa.field("fee", pa.float64(), nullable=False),
+        pa.field("position_after", pa.float64(), nullable=False),
+    ]
+)
+
+#: One round trip (a closed or still open lot), FIFO matched like backtesting.py.
+#: ``exit_*`` are null while the trade is open at the end of the data.
+TRADE = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),  # "long" | "short"
+        pa.field("size", pa.float64(), nullable=False),  # units, > 0
+        pa.field("entry_ts", pa.int64(), nullable=False),  # fill bar open time, ns UTC
+        pa.field("entry_price", pa.float64(), nullable=False),
+        pa.field("exit_ts", pa.int64()),
+        pa.field("exit_price", pa.float64()),
+        pa.field("fees", pa.float64(), nullable=False),  # entry + exit fees of this lot
+        pa.field("borrow_cost", pa.float64(), nullable=False),  # accrued while short
+        pa.field("pnl", pa.float64()),  # net of fees and borrow; null while open
+        pa.field("return_pct", pa.float64()),  # pnl / entry notional * 100; null while open
+    ]
+)
+
+#: Equity per bar: one row per (symbol sleeve, bar) from ``execution``, and one row per
+#: bar open time of the whole book (``symbol`` = :data:`BOOK`) from ``portfolio``.
+#: Marked at the bar's close, after that bar's fills (at its open) and borrow accrual.
+EQUITY = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),  # a symbol, or "*" for the book
+        pa.field("ts", pa.int64(), nullable=False),  # bar open time, ns UTC
+        pa.field("cash", pa.float64(), nullable=False),
+        pa.field("position", pa.float64(), nullable=False),  # units (book: NaN)
+        pa.field("close", pa.float64(), nullable=False),  # mark price (book: NaN)
+        pa.field("exposure", pa.float64(), nullable=False),  # gross position value / equity
+        pa.field("equity", pa.float64(), nullable=False),  # cash + position * close
+    ]
+)
+
+#: ``EQUITY.symbol`` of the whole book's rows.
+BOOK = "*"
