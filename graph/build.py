@@ -235,13 +235,15 @@ def _kind_class(loaded: LoadedGraph, node_id: str) -> type:
     return load_kind(loaded.spec.node(node_id).kind)
 
 
-def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
+def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = None) -> GraphRun:
     """Start and wire every node shard.
 
     Args:
         loaded: a validated graph (``graph.spec.load_graph``).
         backend: ``"ray"`` (actors in the connected Ray cluster; call ``ray.init``
             first) or ``"local"`` (plain objects in this process).
+        run_id: this run's id in actor names and in the ``run`` label of the actors'
+            metrics (``graph/telemetry.py``); None: a fresh 6-hex-digit tag.
 
     Returns:
         A :class:`GraphRun` ready to :meth:`GraphRun.run`.
@@ -251,6 +253,9 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
         ValueError: unknown backend.
     """
     plan = plan_hosts(loaded)
+    run_tag = run_id or uuid.uuid4().hex[:6]
+    for config in (c for configs in plan.values() for c in configs):
+        config.run_id = run_tag
     routes = plan_routes(loaded)
     max_in_flight = loaded.spec.runtime.max_in_flight
     if backend == "local":
@@ -269,7 +274,6 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray") -> GraphRun:
     import ray
 
     actor_class = ray.remote(HostGroup)
-    run_tag = uuid.uuid4().hex[:6]
     hosts = {}
     groups = []
     for node_ids in plan_chains(loaded):

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors import load_kind
+from graph import telemetry
 from graph.operator import IDLE, OperatorContext, Source, Watermark
 
 __all__ = [
@@ -245,6 +246,7 @@ class HostConfig:
         shard, num_shards: this host's place in the node's parallelism.
         base_dir: the graph file's directory, for relative paths.
         inputs: the channels (``"node#shard"``) this host receives from.
+        run_id: the graph run's id (``build_graph``), the ``run`` label of its metrics.
     """
 
     node_id: str
@@ -256,6 +258,7 @@ class HostConfig:
     inputs: list[str] = field(default_factory=list)
     graph_file: str | None = None
     event_time: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
 
 
 class NodeHost:
@@ -281,6 +284,7 @@ class NodeHost:
         self.rows_out: dict[str, int] = {}
         self.quarantined: dict[str, int] = {}
         self._events: Iterator | None = None
+        self.telemetry: Any = telemetry.NULL_TELEMETRY  # actor metrics (graph/telemetry.py)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> str:
@@ -303,6 +307,7 @@ class NodeHost:
             forming_interval_ns=event_time.get("forming_interval_ms", 0) * 1_000_000,
         )
         self.op = self._guard(lambda: cls(params, ctx))
+        self.telemetry = telemetry.for_host(self, cls)
         return self.channel
 
     def connect(self, routes: list[Route], transport: LocalTransport | RayTransport) -> None:
@@ -341,6 +346,7 @@ class NodeHost:
             if tag == DATA:
                 _, stream, batch = message
                 self.rows_in += batch.num_rows
+                self.telemetry.received(stream, batch)
                 self._route(self._guard(lambda: self.op.on_batch(stream, batch)), outbox)
             elif tag == WATERMARK:
                 self.channel_wm[channel] = message[1]
@@ -357,6 +363,7 @@ class NodeHost:
         self._send(outbox)
         if ended:
             self._finish()
+        self.telemetry.after_step(self)
 
     def _advance_watermark(self, outbox: dict) -> None:
         marks = list(self.channel_wm.values())
@@ -411,6 +418,7 @@ class NodeHost:
         self._send(outbox)
         if done:
             self._finish()
+        self.telemetry.after_step(self)
         return self._progress()
 
     def _emit_source_event(self, event: Any, outbox: dict) -> None:
@@ -432,6 +440,7 @@ class NodeHost:
             if batch.num_rows == 0:
                 continue
             self.rows_out[stream] = self.rows_out.get(stream, 0) + batch.num_rows
+            self.telemetry.emitted(stream, batch)
             if stream == "quarantine":
                 for item in pc.value_counts(batch.column("reason")).to_pylist():
                     self.quarantined[item["values"]] = self.quarantined.get(item["values"], 0) + item["counts"]
@@ -496,6 +505,7 @@ class NodeHost:
         except NodeFailure:
             raise
         except Exception as exc:
+            self.telemetry.failed(self)
             self.failure = NodeFailure(
                 self.config.node_id,
                 self.config.shard,

@@ -1,0 +1,96 @@
+"""``WS /ws/bars/{symbol}/{timeframe}``: live ``BAR_FORMING`` / ``BAR_CONFIRMED`` / ``BAR_CORRECTED``.
+
+Each connection is a :class:`~service.hub.Client` of the hub with a bounded queue; one
+writer task per connection sends the queue's texts in order. A client that stops
+reading fills its socket buffer, then its queue: the hub drops it and this handler
+closes the connection with code 1008 (policy violation, "client too slow"), counted in
+``tickgraph_ws_slow_client_disconnects_total``, without waiting for its socket (the
+transport is aborted if the close frame cannot be written within a second).
+
+``?backfill=N`` first sends the stream's last N confirmed bars (as kept by the hub).
+Browsers, which cannot set headers on a WebSocket, authenticate with the subprotocol
+``bearer.<token>`` next to ``tickgraph.v1``; the server answers ``tickgraph.v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from service.app import STATE
+from service.errors import ApiError, parse_path, parse_query
+from service.hub import Client
+from service.models import BarMessage, SeriesPath, WsQuery
+from service.openapi import Operation, add
+
+__all__ = ["install", "PROTOCOL", "SLOW_CLOSE_MESSAGE"]
+
+PROTOCOL = "tickgraph.v1"
+SLOW_CLOSE_MESSAGE = b"client too slow: its queue overflowed"
+
+
+async def _write(ws: web.WebSocketResponse, client: Client, sent: object) -> None:
+    while True:
+        text = await client.queue.get()
+        await ws.send_str(text)
+
+
+async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
+    try:
+        await asyncio.wait_for(ws.close(code=WSCloseCode.POLICY_VIOLATION, message=SLOW_CLOSE_MESSAGE, drain=False), 1.0)
+    except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        pass
+    if request.transport is not None and not request.transport.is_closing():
+        request.transport.abort()
+
+
+async def bars_stream(request: web.Request) -> web.StreamResponse:
+    """One WebSocket subscription to a bar stream (see the module docstring)."""
+    state = request.app[STATE]
+    path = parse_path(request, SeriesPath)
+    query = parse_query(request, WsQuery)
+    if path.symbol not in await state.known_symbols():
+        raise ApiError(404, f"symbol {path.symbol!r} is not known", "symbol")
+    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=64 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(426, "this is a WebSocket route: send an Upgrade: websocket request", "Upgrade")
+    await ws.prepare(request)
+    client = state.hub.subscribe(path.symbol, path.timeframe, query.backfill)
+    state.metrics.ws_clients.inc()
+    writer = asyncio.create_task(_write(ws, client, None))
+    slow = asyncio.create_task(client.slow.wait())
+    reader = asyncio.create_task(_read(ws))
+    try:
+        done, _ = await asyncio.wait({writer, slow, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if slow in done:
+            writer.cancel()
+            await _close_slow(ws, request)
+    finally:
+        state.hub.unsubscribe(client)
+        state.metrics.ws_clients.dec()
+        for task in (writer, slow, reader):
+            task.cancel()
+        for task in (writer, slow, reader):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                await task
+        if not ws.closed:
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(ws.close(), 1.0)
+    return ws
+
+
+async def _read(ws: web.WebSocketResponse) -> None:
+    """Consume what the client sends (pings, text) until it closes."""
+    async for message in ws:
+        if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            break
+
+
+def install(app: web.Application) -> None:
+    """Mount the bar stream route."""
+    add(app, bars_stream, Operation(
+        "GET", "/ws/bars/{symbol}/{timeframe}", "Live bar stream (WebSocket)", "bars",
+        path_model=SeriesPath, query=WsQuery, response=BarMessage, errors=(404, 422, 426), websocket=True,
+    ))  # fmt: skip
