@@ -44,6 +44,7 @@ __all__ = [
     "StreamParity",
     "JobParity",
     "Health",
+    "SymbolsResponse",
     "parse_time",
     "check_symbols",
 ]
@@ -331,6 +332,14 @@ class JobParity(_Model):
     run_id: str
     status: str
     streams: dict[str, dict[str, Any]]
+
+
+class SymbolsResponse(_Model):
+    """``GET /v1/symbols``: what the service can show."""
+
+    symbols: list[str]
+    timeframes: list[Timeframe]
+    signals: list[str]
 
 
 class Health(_Model):

@@ -26,7 +26,7 @@ from graph.timeframes import INTRADAY_NS
 from service.app import STATE, ServiceState
 from service.errors import ApiError, json_response, parse_path, parse_query
 from service.hub import iso_ns
-from service.models import BarsQuery, BarsResponse, SeriesPath
+from service.models import BarsQuery, BarsResponse, SeriesPath, SymbolsResponse
 from service.openapi import Operation, add
 
 __all__ = ["install", "read_series", "bars_csv", "series_or_404"]
@@ -112,8 +112,21 @@ async def get_bars(request: web.Request) -> web.Response:
     return json_response({"symbol": path.symbol, "timeframe": path.timeframe, "count": len(rows), "bars": rows})
 
 
+async def get_symbols(request: web.Request) -> web.Response:
+    """Known symbols, the timeframes, and the signal names stored (for clients' pickers)."""
+    from db.read import distinct_values_async
+    from db.tables import signals
+    from graph.timeframes import TIMEFRAMES
+
+    state = request.app[STATE]
+    names = await distinct_values_async(state.url, signals, "name")
+    return json_response({"symbols": sorted(await state.known_symbols()), "timeframes": list(TIMEFRAMES), "signals": names})
+
+
 def install(app: web.Application) -> None:
-    """Mount the bars route."""
+    """Mount the bars and symbols routes."""
+    add(app, get_symbols, Operation("GET", "/v1/symbols", "Known symbols, timeframes and signal names", "bars",
+                                    response=SymbolsResponse, errors=()))
     add(app, get_bars, Operation(
         "GET", "/api/v1/bars/{symbol}/{timeframe}", "Confirmed bars of a symbol and timeframe", "bars",
         path_model=SeriesPath, query=BarsQuery, response=BarsResponse, errors=(404, 422), extra_content=("text/csv",),
