@@ -68,11 +68,13 @@ def _start_ray(args: argparse.Namespace) -> None:
     if args.address:
         # Workers on other nodes import our packages from the driver's copy.
         kwargs["address"] = args.address
-        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "commands", "db", "graph", "parity")]}
+        kwargs["runtime_env"] = {"py_modules": [str(root / name) for name in ("actors", "commands", "db", "graph", "parity", "service")]}
     else:
         kwargs["num_cpus"] = args.num_cpus
         kwargs["include_dashboard"] = False if args.no_dashboard else None
-    ray.init(**kwargs)
+    context = ray.init(**kwargs)
+    if getattr(context, "dashboard_url", None):  # the Ray dashboard shows every node shard and its metrics
+        print(f"Ray dashboard: http://{context.dashboard_url.removeprefix('http://')}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     python run.py parity verify PROOF        -> commands/parity.py
     python run.py export bars ...             -> commands/export.py
+    python run.py serve ...                   -> commands/serve.py
 
 ``python run.py --graph ...`` (no subcommand) runs a graph (``run.py`` itself).
 """
@@ -16,6 +17,7 @@ __all__ = ["SUBCOMMANDS", "dispatch"]
 SUBCOMMANDS: dict[str, str] = {
     "parity": "commands.parity",
     "export": "commands.export",
+    "serve": "commands.serve",
 }
 
 

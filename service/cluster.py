@@ -70,12 +70,6 @@ class RayCluster:
             texts = await asyncio.gather(*(fetch(url) for url in endpoints))
         return [t for t in texts if t]
 
-    def dashboard_url(self) -> str | None:
-        """The Ray dashboard's URL, if it runs."""
-        context = self._ray.get_runtime_context()
-        url = getattr(context, "dashboard_url", None) or None
-        return url if url is None or url.startswith("http") else f"http://{url}"
-
 
 class RayLauncher:
     """Starts and cancels service replay jobs on the cluster.
