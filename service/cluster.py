@@ -18,7 +18,10 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["RayCluster", "RayLauncher", "LaunchError"]
+__all__ = ["RayCluster", "RayLauncher", "LaunchError", "DRIVER_NAMESPACE"]
+
+#: Ray namespace of the replay drivers, so any service process on the cluster finds them by name.
+DRIVER_NAMESPACE = "tickgraph"
 
 _log = logging.getLogger("tickgraph.service")
 
@@ -97,7 +100,8 @@ class RayLauncher:
 
         config = self.state.config
         actor = ray.remote(ReplayDriver).options(
-            name=driver_name(job_id), lifetime="detached", max_concurrency=4, num_cpus=0, max_restarts=0
+            name=driver_name(job_id), namespace=DRIVER_NAMESPACE, lifetime="detached", max_concurrency=4, num_cpus=0,
+            max_restarts=0,
         )
         try:
             handle = actor.remote(job_id, config.store_url, str(config.graph), overrides,
@@ -114,7 +118,7 @@ class RayLauncher:
         from service.driver import driver_name
 
         try:
-            handle = ray.get_actor(driver_name(job_id))
+            handle = ray.get_actor(driver_name(job_id), namespace=DRIVER_NAMESPACE)
         except ValueError:
             return False
         try:

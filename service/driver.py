@@ -20,6 +20,7 @@ the node that failed).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -127,7 +128,12 @@ class ReplayDriver:
         except Exception as exc:  # recorded in job_runs: the job must never stay 'running'
             _log.exception("replay job %s failed", self.job_id)
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        self._record(status, error, summary)
+        try:
+            self._record(status, error, summary)
+        except Exception as exc:  # never leave the row 'running': record why the record failed
+            _log.exception("replay job %s: recording the outcome failed", self.job_id)
+            finish_job(self.store_url, self.job_id, "failed", error_message=f"recording the outcome failed: {exc}")
+            return "failed"
         return status
 
     def _on_progress(self, rows: int, watermark: int | None) -> None:
@@ -161,6 +167,8 @@ class ReplayDriver:
                       "symbols": sorted(compact.get("bars_confirmed", {})) or None}  # fmt: skip
         elif self._rows:
             values = {"rows_written": self._rows, "max_ts": self._watermark}
+        # JSON-safe (the summary has non-string keys, e.g. shard numbers, and numpy scalars)
+        metadata = json.loads(json.dumps(metadata, default=lambda value: getattr(value, "item", lambda: str(value))()))
         try:
             finish_job(self.store_url, self.job_id, status, error_message=error, metadata_json=metadata, **values)
         except StoreError as exc:

@@ -6,7 +6,9 @@ default) -- the same downstream graph as ``run.py --graph replay.yaml`` -- with:
 
 * its one ``replay`` node's ``symbols``, ``start``, ``end``, ``speed`` and ``job_id``
   set from the request (``provider: tick_data`` replays the store's ``tick_data``
-  instead of the files);
+  instead of the files); a paced request (``speed > 0``) also gets
+  ``batch_interval_ms: 100``, since a burst graph (``replay.yaml``) cuts batches by size
+  only and its first 65,536-tick batch would be due hours of event time later;
 * every ``sql_store`` node writing to the service's store;
 * the service's ``replay_overrides`` (``run.py serve --set``);
 * one more sink, ``api_publish`` (kind ``api`` with ``publish_url``), fed by every
@@ -27,6 +29,8 @@ __all__ = ["PUBLISHER_ID", "graph_symbols", "replay_node", "replay_overrides", "
 
 #: Node id of the publisher added to a service job's graph.
 PUBLISHER_ID = "api_publish"
+#: ``batch_interval_ms`` of a paced service replay (the replayer's own paced default).
+PACED_INTERVAL_MS = 100
 
 
 def _kind_class(kind: str) -> type:
@@ -86,6 +90,8 @@ def replay_overrides(
         f"{source}.end={end_ns}",
         f"{source}.speed={value(speed)}",
     ]
+    if speed > 0:  # paced: batches of 100 ms of event time (a burst graph cuts by size only)
+        out.append(f"{source}.batch_interval_ms={PACED_INTERVAL_MS}")
     if provider == "tick_data":
         out += [f"{source}.files=[]", f"{source}.database_url={value(store_url)}"]
     out += [f"{node.id}.url={value(store_url)}" for node in loaded.spec.nodes if node.kind == "sql_store"]

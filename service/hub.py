@@ -19,10 +19,14 @@ client recomputes a stream's hash from the messages it recorded, and the confirm
 of all streams of a run, ordered as ``parity/ordering.py`` orders them, hash to the
 replay's parity node's ``bars`` hash (checked by the browser test).
 
-Backpressure: publishing never waits. Each client has a queue of ``client_queue``
-messages (plus its backfill); when a message does not fit, the client is too slow: it
-is dropped from the hub at once and its connection closed with 1008 (policy violation),
-counted by ``on_slow``. Neither the graph nor the other clients ever wait for it.
+Backpressure: publishing never waits. :meth:`BarHub.publish` queues the batch; one pump
+task turns queued batches into messages in chunks of :data:`CHUNK_ROWS` rows and yields
+to the event loop between chunks, so the clients' writer tasks send while a burst is
+being fanned out. Each client has a queue of ``client_queue`` messages (plus its
+backfill); when a message does not fit, the client is too slow: it is dropped from the
+hub at once and its connection closed with 1008 (policy violation), counted by
+``on_slow``. Neither the graph nor the other clients ever wait for it. (Messages are
+shared ``str`` objects, so a queue costs a pointer per message, not a copy.)
 
 Not thread-safe: call every method on the service's event loop (producers in other
 threads use ``loop.call_soon_threadsafe``).
@@ -48,6 +52,8 @@ __all__ = ["BarHub", "Client", "MESSAGE_TYPES", "iso_ns"]
 #: Bar status -> WebSocket message type.
 MESSAGE_TYPES = {BAR_FORMING: "BAR_FORMING", BAR_CONFIRMED: "BAR_CONFIRMED", BAR_CORRECTED: "BAR_CORRECTED"}
 _BAR_FIELDS = [name for name in BAR.names if name not in ("symbol", "timeframe")]
+#: Bar rows turned into messages between two yields to the event loop.
+CHUNK_ROWS = 128
 
 
 @dataclass(eq=False)
@@ -103,13 +109,43 @@ class BarHub:
         self._on_slow = on_slow
         self._on_message = on_message
         self.bars_received = 0
+        self._inbox: deque[pa.RecordBatch] = deque()
+        self._pump: asyncio.Task | None = None
 
     # -- producers -----------------------------------------------------------------------
-    def publish(self, bars: pa.RecordBatch) -> int:
-        """Send every row of a BAR batch to its stream's clients.
+    def publish(self, bars: pa.RecordBatch) -> None:
+        """Queue a BAR batch (any statuses, symbols, timeframes) for its streams' clients.
 
-        Args:
-            bars: BAR schema rows (any statuses, any symbols and timeframes).
+        On the event loop the batch is fanned out by the pump task, in arrival order; with
+        no running loop (tests, tools) it is delivered before returning.
+        """
+        if bars.num_rows == 0:
+            return
+        self._inbox.append(bars)
+        if self._pump is not None and not self._pump.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            while self._inbox:
+                self.deliver(self._inbox.popleft())
+            return
+        self._pump = loop.create_task(self._drain())
+
+    @property
+    def pending(self) -> int:
+        """Bar rows queued and not yet turned into messages."""
+        return sum(batch.num_rows for batch in self._inbox)
+
+    async def _drain(self) -> None:
+        while self._inbox:
+            bars = self._inbox.popleft()
+            for start in range(0, bars.num_rows, CHUNK_ROWS):
+                self.deliver(bars.slice(start, CHUNK_ROWS))
+                await asyncio.sleep(0)
+
+    def deliver(self, bars: pa.RecordBatch) -> int:
+        """Turn every row of a BAR batch into a message and queue it for its stream's clients now.
 
         Returns:
             Messages delivered to client queues.
