@@ -65,7 +65,7 @@ class ApiParams(Params):
     store_url: str = "sqlite:///tickgraph.db"
     graph: str | None = None
     backfill_bars: int = Field(2000, ge=0, le=1_000_000)
-    client_queue: int = Field(1024, ge=1, le=1_000_000)
+    client_queue: int = Field(1024, ge=128, le=1_000_000)
     linger_s: float = Field(0.0, ge=0, le=86_400)
     publish_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     publish_key: str | None = None

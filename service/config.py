@@ -91,8 +91,10 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ServiceConfigError(f"--port {self.port}: must be 0..65535")
-        if self.client_queue < 1 or self.backfill_bars < 0:
-            raise ServiceConfigError("client_queue must be >= 1 and backfill_bars >= 0")
+        from service.hub import CHUNK_ROWS
+
+        if self.client_queue < CHUNK_ROWS or self.backfill_bars < 0:
+            raise ServiceConfigError(f"client_queue must be >= {CHUNK_ROWS} and backfill_bars >= 0")
         check_bind(self.host, self.token)
 
     @classmethod

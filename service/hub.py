@@ -85,7 +85,8 @@ class BarHub:
 
     Args:
         backfill_bars: confirmed/corrected messages kept per stream for late subscribers.
-        client_queue: queued messages per client before it is dropped as too slow (>= 1).
+        client_queue: queued messages per client before it is dropped as too slow
+            (>= :data:`CHUNK_ROWS`: a chunk is queued before any writer runs).
         float_bits: significant bits of floats in the parity chain (the parity node's default).
         on_slow: called with each client dropped as too slow (to close it and count it).
         on_message: called with the number of client deliveries per publish (metrics).
@@ -99,8 +100,8 @@ class BarHub:
         on_slow: Callable[[Client], None] | None = None,
         on_message: Callable[[int], None] | None = None,
     ) -> None:
-        if client_queue < 1:
-            raise ValueError(f"client_queue must be >= 1, got {client_queue}")
+        if client_queue < CHUNK_ROWS:  # one chunk of one stream must fit a reading client's queue
+            raise ValueError(f"client_queue must be >= {CHUNK_ROWS} (the hub's chunk), got {client_queue}")
         self.backfill_bars = backfill_bars
         self.client_queue = client_queue
         self.float_bits = float_bits
