@@ -53,7 +53,7 @@ function protocols() { return token() ? ["tickgraph.v1", "bearer." + token()] : 
 function subscribe(symbol, timeframe, onMessage) {
   const key = symbol + "/" + timeframe;
   if (cockpit.sockets[key] && cockpit.sockets[key].readyState <= 1) {
-    cockpit.sockets[key].listeners.push(onMessage);
+    if (onMessage) cockpit.sockets[key].listeners.push(onMessage);
     return cockpit.sockets[key];
   }
   const ws = new WebSocket(wsUrl("/ws/bars/" + encodeURIComponent(symbol) + "/" + timeframe), protocols());
@@ -126,9 +126,13 @@ $("replay-form").addEventListener("submit", async (event) => {
   } catch (e) { $("replay-error").textContent = e.message; }
 });
 
+let finishedJobs = null;
 async function refreshJobs() {
   try {
     const list = await api("/v1/replay/ticks?limit=10");
+    const finished = list.jobs.filter((job) => job.status !== "running").length;
+    if (finishedJobs !== null && finished !== finishedJobs) refreshSignalNames();  // a job may have stored new signals
+    finishedJobs = finished;
     cockpit.jobs = list.jobs;
     const body = $("replay-jobs").querySelector("tbody");
     body.innerHTML = "";
@@ -159,12 +163,19 @@ async function refreshJobs() {
       select.innerHTML = "";
       if (n === 0) option(select, "", "any");
       list.jobs.forEach((job) => option(select, job.run_id, job.run_id.slice(0, 8) + " " + job.status));
-      if (keep.has(current)) select.value = current;
+      if (current && keep.has(current)) select.value = current;
     });
   } catch (e) { $("replay-error").textContent = e.message; }
 }
 
 // -- signals ------------------------------------------------------------------------------------
+async function refreshSignalNames() {
+  const info = await api("/v1/symbols");
+  const current = $("signal-name").value;
+  $("signal-name").innerHTML = "";
+  info.signals.forEach((x) => option($("signal-name"), x));
+  if (info.signals.includes(current)) $("signal-name").value = current;
+}
 const signalChart = LW.createChart($("signal-chart"), {
   layout: { background: { color: "#ffffff" }, textColor: "#1d2430", attributionLogo: true },
   timeScale: { timeVisible: true }, leftPriceScale: { visible: true }, rightPriceScale: { visible: true },

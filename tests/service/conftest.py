@@ -33,3 +33,25 @@ async def client(main_store, tmp_path):
     app = create_app(service_config(url, tmp_path))
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def ray_service(ray_session, tmp_path_factory):
+    """The service on a free loopback port, on the session's Ray, over an initially empty store.
+
+    Yields ``(ServiceServer, store URL)``; replay jobs run as graph runs on Ray.
+    """
+    from service.cluster import RayCluster
+    from service.server import ServiceServer
+
+    tmp = tmp_path_factory.mktemp("ray_service")
+    config = ServiceConfig(
+        store_url=f"sqlite:///{tmp / 'jobs.db'}", host="127.0.0.1", port=0, export_dir=tmp / "exports",
+        replay_overrides=(f"parquet.path={tmp / 'parquet'}",),
+    )  # fmt: skip
+    server = ServiceServer(create_app(config, cluster=RayCluster()), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield server, config.store_url
+    finally:
+        server.stop()

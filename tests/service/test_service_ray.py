@@ -17,32 +17,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from db.read import read_table
-from service.app import create_app
-from service.cluster import RayCluster
-from service.config import ServiceConfig
-from service.server import ServiceServer
 from tests.service.helpers import SEED_003_FIELDS, parity_bars_hash, record_streams, stream_chain, wait_job
 
 pytestmark = pytest.mark.ray
 
 REPLAY = {"provider": "files", "symbols": ["AMZN", "BTCUSDT"], "start": "2012-06-21T00:00:00Z",
           "end": "2020-02-23T00:00:00Z", "speed": 0}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ray_service(ray_session, tmp_path_factory):
-    """The service on a free loopback port, connected to the session's Ray, over an empty store."""
-    tmp = tmp_path_factory.mktemp("ray_service")
-    config = ServiceConfig(
-        store_url=f"sqlite:///{tmp / 'jobs.db'}", host="127.0.0.1", port=0, export_dir=tmp / "exports",
-        replay_overrides=(f"parquet.path={tmp / 'parquet'}",),
-    )  # fmt: skip
-    server = ServiceServer(create_app(config, cluster=RayCluster()), "127.0.0.1", 0)
-    server.start()
-    try:
-        yield server, config.store_url
-    finally:
-        server.stop()
 
 
 def samples(text: str) -> dict[str, list]:
