@@ -58,7 +58,7 @@ async def _serve(app, host: str, port: int) -> None:
     from service.app import STATE
     from service.server import access_logger
 
-    runner = web.AppRunner(app, access_log=access_logger())
+    runner = web.AppRunner(app, access_log=access_logger(), shutdown_timeout=3.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

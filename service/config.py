@@ -68,6 +68,7 @@ class ServiceConfig:
         backfill_bars: confirmed bars kept per WebSocket stream for ``?backfill=N``.
         client_queue: messages queued per WebSocket client before it counts as too slow
             and is closed with 1008.
+        client_send_buffer: SO_SNDBUF of each WebSocket connection, bytes (0: the kernel's).
         cache_bars, cache_ttl_s: the bar LRU tier (``db/cache.py``); the TTL bounds how stale
             bars written by other processes (the graph's store actor) can be.
         public_url: the URL replay graphs use to publish their bars into this service
@@ -84,6 +85,7 @@ class ServiceConfig:
     symbols: tuple[str, ...] | None = None
     backfill_bars: int = 2000
     client_queue: int = 1024
+    client_send_buffer: int = 65_536
     cache_bars: int = 200_000
     cache_ttl_s: float = 2.0
     public_url: str | None = None

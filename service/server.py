@@ -70,7 +70,7 @@ class ServiceServer:
             raise
 
     async def _start(self) -> int:
-        self._runner = web.AppRunner(self.app, access_log=access_logger(), handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=access_logger(), handle_signals=False, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

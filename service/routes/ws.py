@@ -1,7 +1,8 @@
 """``WS /ws/bars/{symbol}/{timeframe}``: live ``BAR_FORMING`` / ``BAR_CONFIRMED`` / ``BAR_CORRECTED``.
 
 Each connection is a :class:`~service.hub.Client` of the hub with a bounded queue; one
-writer task per connection sends the queue's texts in order. A client that stops
+writer task per connection sends the queue's texts in order (uncompressed; the kernel
+send buffer capped at ``client_send_buffer`` bytes). A client that stops
 reading fills its socket buffer, then its queue: the hub drops it and this handler
 closes the connection with code 1008 (policy violation, "client too slow"), counted in
 ``tickgraph_ws_slow_client_disconnects_total``, without waiting for its socket (the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -53,9 +55,11 @@ async def bars_stream(request: web.Request) -> web.StreamResponse:
     query = parse_query(request, WsQuery)
     if path.symbol not in await state.known_symbols():
         raise ApiError(404, f"symbol {path.symbol!r} is not known", "symbol")
-    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=64 * 1024)
+    # compress=False: permessage-deflate would deflate every message once per client
+    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=64 * 1024, compress=False)
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this is a WebSocket route: send an Upgrade: websocket request", "Upgrade")
+    _bound_send_buffer(request, state.config.client_send_buffer)
     await ws.prepare(request)
     client = state.hub.subscribe(path.symbol, path.timeframe, query.backfill)
     state.metrics.ws_clients.inc()
@@ -79,6 +83,16 @@ async def bars_stream(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
                 await asyncio.wait_for(ws.close(), 1.0)
     return ws
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    """Cap the kernel's send buffer of this connection (SO_SNDBUF): a client that stops reading
+    then blocks its writer after ~``size`` bytes instead of the kernel's multi-megabyte
+    autotuned buffer, so its queue overflows (1008) promptly and kernel memory per client
+    stays bounded."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and size > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _read(ws: web.WebSocketResponse) -> None:
