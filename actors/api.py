@@ -52,8 +52,8 @@ class ApiParams(Params):
             ``config/replay.yaml``).
         backfill_bars: confirmed bars kept per stream for ``?backfill=N``.
         client_queue: messages queued per WebSocket client before it is closed (1008).
-        linger_s: serve mode: keep serving this long after end-of-stream (a replay's
-            clients can still read it); 0 stops with the graph.
+        linger_s: serve mode: after end-of-stream keep serving until every client was sent
+            every message, for at most this long; 0 stops with the graph.
         publish_url: publish mode: the service to send the bars to (``http://127.0.0.1:8000``).
         publish_key: publish mode: that service's ingest key (masked in ``repr``).
     """
@@ -158,11 +158,13 @@ class ApiSink(Operator):
         self._state.hub.publish(batch)
 
     def on_eof(self) -> list[Emit]:
-        """Publish mode: flush and send end-of-stream; serve mode: linger ``linger_s``."""
+        """Publish mode: flush and send end-of-stream; serve mode: linger (``linger_s``)."""
         if self._publisher is not None:
             self._publisher.finish()
         elif self.params.linger_s:
-            time.sleep(self.params.linger_s)
+            deadline = time.monotonic() + self.params.linger_s
+            while time.monotonic() < deadline and self._state.hub.backlog():
+                time.sleep(0.05)
         return []
 
     def close(self) -> None:

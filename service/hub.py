@@ -133,6 +133,13 @@ class BarHub:
             return
         self._pump = loop.create_task(self._drain())
 
+    def backlog(self) -> int:
+        """Messages not yet taken by clients' writers, plus bar rows not yet turned into messages.
+
+        Safe to poll from another thread (it only reads lengths)."""
+        queued = sum(client.queue.qsize() for stream in list(self._streams.values()) for client in list(stream.clients))
+        return queued + self.pending
+
     @property
     def pending(self) -> int:
         """Bar rows queued and not yet turned into messages."""
