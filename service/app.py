@@ -13,7 +13,6 @@ packages are mounted from :data:`EXTRA_ROUTE_INSTALLERS`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -215,4 +214,3 @@ async def _create_tables(app: web.Application) -> None:
 
 async def _close(app: web.Application) -> None:
     app[STATE].cache.close()
-    await asyncio.sleep(0)

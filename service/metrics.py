@@ -117,7 +117,6 @@ def merge_ray_metrics(texts: Iterable[str]) -> str:
                     merged[key] = max(merged.get(key, sample.value), sample.value)
                 else:
                     merged[key] = merged.get(key, 0.0) + sample.value
-            out.samples = []
     registry = CollectorRegistry(auto_describe=False)
     collected = []
     for name, family in families.items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -30,6 +31,8 @@ import orjson
 import pyarrow as pa
 
 __all__ = ["INGEST_PATH", "STREAM_KEY", "encode_batch", "decode_batch", "Publisher", "PublishError"]
+
+_log = logging.getLogger("tickgraph.service.wire")
 
 INGEST_PATH = "/internal/v1/ingest"
 #: Schema metadata key naming a frame's stream (``bars`` / ``signals``).
@@ -155,8 +158,8 @@ class Publisher:
 
         try:
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=self._timeout)
-        except Exception:  # closing a broken link: nothing left to release but the loop
-            pass
+        except Exception as exc:  # closing a broken link: nothing left to release but the loop
+            _log.warning("publisher to %s: closing the ingest link failed: %s: %s", self.url, type(exc).__name__, exc)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()

@@ -33,7 +33,7 @@ PROTOCOL = "tickgraph.v1"
 SLOW_CLOSE_MESSAGE = b"client too slow: its queue overflowed"
 
 
-async def _write(ws: web.WebSocketResponse, client: Client, sent: object) -> None:
+async def _write(ws: web.WebSocketResponse, client: Client) -> None:
     while True:
         text = await client.queue.get()
         await ws.send_str(text)
@@ -43,7 +43,7 @@ async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
     try:
         await asyncio.wait_for(ws.close(code=WSCloseCode.POLICY_VIOLATION, message=SLOW_CLOSE_MESSAGE, drain=False), 1.0)
     except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-        pass
+        pass  # the close frame could not be written in time: the transport is aborted below
     if request.transport is not None and not request.transport.is_closing():
         request.transport.abort()
 
@@ -63,7 +63,7 @@ async def bars_stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     client = state.hub.subscribe(path.symbol, path.timeframe, query.backfill)
     state.metrics.ws_clients.inc()
-    writer = asyncio.create_task(_write(ws, client, None))
+    writer = asyncio.create_task(_write(ws, client))
     slow = asyncio.create_task(client.slow.wait())
     reader = asyncio.create_task(_read(ws))
     try:
