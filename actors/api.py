@@ -51,7 +51,7 @@ class ApiParams(Params):
         graph: serve mode: the replay graph of ``POST /v1/replay/ticks`` (default
             ``config/replay.yaml``).
         backfill_bars: confirmed bars kept per stream for ``?backfill=N``.
-        client_queue: messages queued per WebSocket client before it is closed (1008).
+        client_buffer: unsent bytes per WebSocket client before it is closed (1008).
         linger_s: serve mode: after end-of-stream keep serving until every client was sent
             every message, for at most this long; 0 stops with the graph.
         publish_url: publish mode: the service to send the bars to (``http://127.0.0.1:8000``).
@@ -65,7 +65,7 @@ class ApiParams(Params):
     store_url: str = "sqlite:///tickgraph.db"
     graph: str | None = None
     backfill_bars: int = Field(2000, ge=0, le=1_000_000)
-    client_queue: int = Field(1024, ge=128, le=1_000_000)
+    client_buffer: int = Field(1 << 20, ge=1, le=1 << 30)
     linger_s: float = Field(0.0, ge=0, le=86_400)
     publish_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     publish_key: str | None = None
@@ -128,7 +128,7 @@ class ApiSink(Operator):
         extra = {"graph": Path(params.graph)} if params.graph else {}
         config = ServiceConfig.from_env(
             params.store_url, host=params.host, port=params.port, backfill_bars=params.backfill_bars,
-            client_queue=params.client_queue, **extra,
+            client_buffer=params.client_buffer, **extra,
         )  # fmt: skip
         app = create_app(config, cluster=RayCluster.current())
         self._state = app[STATE]

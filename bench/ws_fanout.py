@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 TIMEFRAMES = ("1s", "1m", "5m", "15m", "1h", "1d")
 #: The stuck client subscribes to the busiest streams: over the whole replay each of the
-#: others carries less than one connection's bounds (64 KiB kernel buffer + 512 queued
-#: messages), so a client stuck on them is never behind by more than it may be.
+#: others carries less than one connection's bounds (64 KiB kernel send buffer + 256 KiB
+#: unsent), so a client stuck on them is never behind by more than it may be.
 STUCK_TIMEFRAME = "1s"
 SYMBOLS = ("AMZN", "BTCUSDT")
 FIXTURES = ROOT / "fixtures"
@@ -73,7 +73,7 @@ nodes:
   - id: api
     kind: api
     inputs: [bars]
-    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_queue: 512, linger_s: 600}}
+    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_buffer: 262144, linger_s: 600}}
 """)
     return path
 

@@ -66,8 +66,8 @@ class ServiceConfig:
         export_dir: where ``POST /v1/exports`` writes files (``<job id>.<format>``).
         symbols: symbols accepted besides those stored (None: the replay graph's normalizer's).
         backfill_bars: confirmed bars kept per WebSocket stream for ``?backfill=N``.
-        client_queue: messages queued per WebSocket client before it counts as too slow
-            and is closed with 1008.
+        client_buffer: unsent bytes per WebSocket client (its send queue) before it counts
+            as too slow and is closed with 1008.
         client_send_buffer: SO_SNDBUF of each WebSocket connection, bytes (0: the kernel's).
         cache_bars, cache_ttl_s: the bar LRU tier (``db/cache.py``); the TTL bounds how stale
             bars written by other processes (the graph's store actor) can be.
@@ -84,7 +84,7 @@ class ServiceConfig:
     export_dir: Path = _ROOT / "out" / "exports"
     symbols: tuple[str, ...] | None = None
     backfill_bars: int = 2000
-    client_queue: int = 1024
+    client_buffer: int = 1 << 20
     client_send_buffer: int = 65_536
     cache_bars: int = 200_000
     cache_ttl_s: float = 2.0
@@ -93,10 +93,8 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ServiceConfigError(f"--port {self.port}: must be 0..65535")
-        from service.hub import CHUNK_ROWS
-
-        if self.client_queue < CHUNK_ROWS or self.backfill_bars < 0:
-            raise ServiceConfigError(f"client_queue must be >= {CHUNK_ROWS} and backfill_bars >= 0")
+        if self.client_buffer < 1 or self.backfill_bars < 0:
+            raise ServiceConfigError("client_buffer must be >= 1 byte and backfill_bars >= 0")
         check_bind(self.host, self.token)
 
     @classmethod

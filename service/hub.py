@@ -1,15 +1,17 @@
-"""WebSocket fan-out of bars: one stream per (symbol, timeframe), a bounded queue per client.
+"""WebSocket fan-out of bars: one stream per (symbol, timeframe), a bounded send queue per client.
 
-    hub = BarHub(backfill_bars=2000, client_queue=1024)
-    hub.publish(bars)                        # a BAR batch from the graph (service loop thread)
-    client = hub.subscribe("AMZN", "1m", backfill=100)
-    text = await client.queue.get()          # JSON text of one BarMessage
+    hub = BarHub(backfill_bars=2000, client_buffer=1 << 20)
+    hub.publish(bars)                                    # a BAR batch from the graph (service loop)
+    client = hub.subscribe("AMZN", "1m", transport, backfill=100)
 
-Messages (``service/models.py: BarMessage``) are built once per bar row and shared by
-every client of the stream: ``BAR_FORMING`` for a ``forming`` row, ``BAR_CONFIRMED`` and
-``BAR_CORRECTED`` for the others. A stream's rows arrive in the bar engine's order (one
-shard per symbol, FIFO edges), which per (symbol, timeframe) is event-time order:
-forming updates of a bar, its confirmation, then the next bar.
+Messages (``service/models.py: BarMessage``) are built once per bar row: ``BAR_FORMING``
+for a ``forming`` row, ``BAR_CONFIRMED`` and ``BAR_CORRECTED`` for the others. A server's
+WebSocket frames are not masked, so each message is also framed once (a text frame,
+RFC 6455 section 5.2) and the same bytes go to every client of the stream, written to
+its transport directly: per delivery the hub appends a reference to a list, and writes
+each client's frames of a chunk in one call. A stream's rows arrive in the bar engine's
+order (one shard per symbol, FIFO edges), which per (symbol, timeframe) is event-time
+order: forming updates of a bar, its confirmation, then the next bar.
 
 Parity: every stream keeps the SHA-256 chain of ``parity/canonical.py`` (stream name
 ``bars``, the BAR fields without ``status``, floats rounded to 32 significant bits, the
@@ -21,20 +23,20 @@ replay's parity node's ``bars`` hash (checked by the browser test).
 
 Backpressure: publishing never waits. :meth:`BarHub.publish` queues the batch; one pump
 task turns queued batches into messages in chunks of :data:`CHUNK_ROWS` rows and yields
-to the event loop between chunks, so the clients' writer tasks send while a burst is
-being fanned out. Each client has a queue of ``client_queue`` messages (plus its
-backfill); when a message does not fit, the client is too slow: it is dropped from the
-hub at once and its connection closed with 1008 (policy violation), counted by
-``on_slow``. Neither the graph nor the other clients ever wait for it. (Messages are
-shared ``str`` objects, so a queue costs a pointer per message, not a copy.)
+to the event loop between chunks. A client's queue is its transport's unsent bytes (the
+kernel takes what the socket buffer holds; the rest waits in the transport); when more
+than ``client_buffer`` bytes stay unsent after a chunk, the client is too slow: it is dropped
+from the hub at once, its ``slow`` event set, and the route closes it with 1008 (policy
+violation), counted by ``on_slow``. Neither the graph nor the other clients ever wait.
 
 Not thread-safe: call every method on the service's event loop (producers in other
-threads use ``loop.call_soon_threadsafe``).
+threads use ``loop.call_soon_threadsafe``); :meth:`BarHub.backlog` may be polled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ from db.export import _iso as iso_ns
 from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING
 from parity.canonical import DEFAULT_FLOAT_BITS, StreamHasher, canonical_fields, encode_rows
 
-__all__ = ["BarHub", "Client", "MESSAGE_TYPES", "iso_ns"]
+__all__ = ["BarHub", "Client", "MESSAGE_TYPES", "CHUNK_ROWS", "iso_ns", "text_frame"]
 
 #: Bar status -> WebSocket message type.
 MESSAGE_TYPES = {BAR_FORMING: "BAR_FORMING", BAR_CONFIRMED: "BAR_CONFIRMED", BAR_CORRECTED: "BAR_CORRECTED"}
@@ -56,27 +58,40 @@ _BAR_FIELDS = [name for name in BAR.names if name not in ("symbol", "timeframe")
 CHUNK_ROWS = 128
 
 
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame carrying ``payload`` (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return b"\x81\x7e" + struct.pack(">H", size) + payload
+    return b"\x81\x7f" + struct.pack(">Q", size) + payload
+
+
 @dataclass(eq=False)
 class Client:
-    """One WebSocket subscriber: its queue of message texts and whether it overflowed.
+    """One WebSocket subscriber.
 
     Attributes:
         symbol, timeframe: the stream.
-        queue: JSON texts to send, oldest first (bounded).
-        slow: set once a message did not fit (the connection is to be closed with 1008).
+        transport: the connection's asyncio transport (frames are written to it).
+        slow: set once the client fell ``client_buffer`` bytes behind (to be closed with 1008).
+        sent: messages written to it.
     """
 
     symbol: str
     timeframe: str
-    queue: asyncio.Queue
+    transport: Any
     slow: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+    _frames: list = field(default_factory=list)
 
 
 @dataclass
 class _Stream:
     hasher: StreamHasher
     seq: int = 0
-    recent: deque = field(default_factory=deque)  # confirmed/corrected message texts
+    recent: deque = field(default_factory=deque)  # frames of confirmed/corrected messages
     clients: set = field(default_factory=set)
 
 
@@ -85,25 +100,27 @@ class BarHub:
 
     Args:
         backfill_bars: confirmed/corrected messages kept per stream for late subscribers.
-        client_queue: queued messages per client before it is dropped as too slow
-            (>= :data:`CHUNK_ROWS`: a chunk is queued before any writer runs).
+        client_buffer: most unsent bytes per client before it is dropped as too slow.
         float_bits: significant bits of floats in the parity chain (the parity node's default).
-        on_slow: called with each client dropped as too slow (to close it and count it).
-        on_message: called with the number of client deliveries per publish (metrics).
+        on_slow: called with each client dropped as too slow.
+        on_message: called with the number of client deliveries per chunk (metrics).
+
+    Raises:
+        ValueError: ``client_buffer`` < 1.
     """
 
     def __init__(
         self,
         backfill_bars: int = 2000,
-        client_queue: int = 1024,
+        client_buffer: int = 1 << 20,
         float_bits: int = DEFAULT_FLOAT_BITS,
         on_slow: Callable[[Client], None] | None = None,
         on_message: Callable[[int], None] | None = None,
     ) -> None:
-        if client_queue < CHUNK_ROWS:  # one chunk of one stream must fit a reading client's queue
-            raise ValueError(f"client_queue must be >= {CHUNK_ROWS} (the hub's chunk), got {client_queue}")
+        if client_buffer < 1:
+            raise ValueError(f"client_buffer must be >= 1 byte, got {client_buffer}")
         self.backfill_bars = backfill_bars
-        self.client_queue = client_queue
+        self.client_buffer = client_buffer
         self.float_bits = float_bits
         self._fields = canonical_fields(BAR)
         self._streams: dict[tuple[str, str], _Stream] = {}
@@ -133,17 +150,21 @@ class BarHub:
             return
         self._pump = loop.create_task(self._drain())
 
-    def backlog(self) -> int:
-        """Messages not yet taken by clients' writers, plus bar rows not yet turned into messages.
-
-        Safe to poll from another thread (it only reads lengths)."""
-        queued = sum(client.queue.qsize() for stream in list(self._streams.values()) for client in list(stream.clients))
-        return queued + self.pending
-
     @property
     def pending(self) -> int:
         """Bar rows queued and not yet turned into messages."""
         return sum(batch.num_rows for batch in self._inbox)
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the clients' sockets, plus bar rows not yet
+        turned into messages (0: everything was handed to the kernel). Safe to poll from
+        another thread (it only reads sizes)."""
+        unsent = 0
+        for stream in list(self._streams.values()):
+            for client in list(stream.clients):
+                if not client.transport.is_closing():
+                    unsent += client.transport.get_write_buffer_size()
+        return unsent + self.pending
 
     async def _drain(self) -> None:
         while self._inbox:
@@ -153,15 +174,15 @@ class BarHub:
                 await asyncio.sleep(0)
 
     def deliver(self, bars: pa.RecordBatch) -> int:
-        """Turn every row of a BAR batch into a message and queue it for its stream's clients now.
+        """Turn every row of a BAR batch into a message and write it to its stream's clients now.
 
         Returns:
-            Messages delivered to client queues.
+            Messages delivered.
         """
         if bars.num_rows == 0:
             return 0
         encoded = encode_rows(bars, self._fields, self.float_bits)
-        delivered = 0
+        touched: dict[int, tuple[_Stream, Client]] = {}
         for row, canonical in zip(bars.to_pylist(), encoded):
             stream = self._stream(row["symbol"], row["timeframe"])
             status = row["status"]
@@ -170,40 +191,50 @@ class BarHub:
             stream.seq += 1
             bar = {name: row[name] for name in _BAR_FIELDS}
             bar["time"] = iso_ns(row["ts"])
-            text = orjson.dumps(
-                {
-                    "type": MESSAGE_TYPES.get(status, "BAR_CONFIRMED"),
-                    "symbol": row["symbol"],
-                    "timeframe": row["timeframe"],
-                    "seq": stream.seq,
-                    "hash": stream.hasher.hexdigest,
-                    "bar": bar,
-                }
-            ).decode()
+            frame = text_frame(orjson.dumps({
+                "type": MESSAGE_TYPES.get(status, "BAR_CONFIRMED"), "symbol": row["symbol"],
+                "timeframe": row["timeframe"], "seq": stream.seq, "hash": stream.hasher.hexdigest, "bar": bar,
+            }))  # fmt: skip
             if status != BAR_FORMING and self.backfill_bars:
-                stream.recent.append(text)
+                stream.recent.append(frame)
                 if len(stream.recent) > self.backfill_bars:
                     stream.recent.popleft()
-            for client in list(stream.clients):
-                try:
-                    client.queue.put_nowait(text)
-                    delivered += 1
-                except asyncio.QueueFull:
-                    self._drop_slow(stream, client)
+            for client in stream.clients:
+                client._frames.append(frame)
+                touched[id(client)] = (stream, client)
+        delivered = sum(self._flush(stream, client) for stream, client in touched.values())
         self.bars_received += bars.num_rows
         if self._on_message is not None and delivered:
             self._on_message(delivered)
         return delivered
 
+    def _flush(self, stream: _Stream, client: Client) -> int:
+        """Write a client's frames of this chunk in one call; drop it if more than
+        ``client_buffer`` bytes stay unsent (what its socket did not take)."""
+        frames, client._frames = client._frames, []
+        transport = client.transport
+        if transport.is_closing():
+            stream.clients.discard(client)
+            return 0
+        if transport.get_write_buffer_size() > self.client_buffer:
+            self._drop_slow(stream, client)
+            return 0
+        transport.write(b"".join(frames))
+        client.sent += len(frames)
+        if transport.get_write_buffer_size() > self.client_buffer:
+            self._drop_slow(stream, client)
+        return len(frames)
+
     # -- consumers -----------------------------------------------------------------------
-    def subscribe(self, symbol: str, timeframe: str, backfill: int = 0) -> Client:
-        """A new client of (symbol, timeframe); its queue starts with the last ``backfill``
-        confirmed/corrected messages of the stream (as many as are kept)."""
+    def subscribe(self, symbol: str, timeframe: str, transport: Any, backfill: int = 0) -> Client:
+        """A new client of (symbol, timeframe) writing to ``transport``; it is first sent the
+        stream's last ``backfill`` confirmed/corrected messages (as many as are kept)."""
         stream = self._stream(symbol, timeframe)
+        client = Client(symbol, timeframe, transport)
         recent = list(stream.recent)[-backfill:] if backfill > 0 else []
-        client = Client(symbol, timeframe, asyncio.Queue(maxsize=self.client_queue + len(recent)))
-        for text in recent:
-            client.queue.put_nowait(text)
+        if recent:
+            transport.write(b"".join(recent))
+            client.sent += len(recent)
         stream.clients.add(client)
         return client
 

@@ -100,6 +100,10 @@ class ServiceServer:
                 self.run(self._runner.cleanup(), timeout=10.0)
             except Exception as exc:  # stopping anyway: report why the cleanup did not finish
                 _log.warning("service cleanup failed: %s: %s", type(exc).__name__, exc)
+        try:
+            self.run(_cancel_remaining(), timeout=5.0)
+        except Exception as exc:  # handlers that ignore cancellation: the loop closes anyway
+            _log.warning("service tasks did not finish: %s: %s", type(exc).__name__, exc)
         self._stop_loop()
 
     def _stop_loop(self) -> None:
@@ -107,3 +111,11 @@ class ServiceServer:
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
         self._loop.close()
+
+
+async def _cancel_remaining() -> None:
+    """Cancel the loop's other tasks (connection handlers left after cleanup) and wait for them."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -23,7 +23,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from service.app import STATE
 from service.errors import ApiError, parse_path, parse_query
-from service.hub import Client
 from service.models import BarMessage, SeriesPath, WsQuery
 from service.openapi import Operation, add
 
@@ -31,12 +30,6 @@ __all__ = ["install", "PROTOCOL", "SLOW_CLOSE_MESSAGE"]
 
 PROTOCOL = "tickgraph.v1"
 SLOW_CLOSE_MESSAGE = b"client too slow: its queue overflowed"
-
-
-async def _write(ws: web.WebSocketResponse, client: Client) -> None:
-    while True:
-        text = await client.queue.get()
-        await ws.send_str(text)
 
 
 async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
@@ -61,22 +54,20 @@ async def bars_stream(request: web.Request) -> web.StreamResponse:
         raise ApiError(426, "this is a WebSocket route: send an Upgrade: websocket request", "Upgrade")
     _bound_send_buffer(request, state.config.client_send_buffer)
     await ws.prepare(request)
-    client = state.hub.subscribe(path.symbol, path.timeframe, query.backfill)
+    client = state.hub.subscribe(path.symbol, path.timeframe, request.transport, query.backfill)
     state.metrics.ws_clients.inc()
-    writer = asyncio.create_task(_write(ws, client))
     slow = asyncio.create_task(client.slow.wait())
     reader = asyncio.create_task(_read(ws))
     try:
-        done, _ = await asyncio.wait({writer, slow, reader}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({slow, reader}, return_when=asyncio.FIRST_COMPLETED)
         if slow in done:
-            writer.cancel()
             await _close_slow(ws, request)
     finally:
         state.hub.unsubscribe(client)
         state.metrics.ws_clients.dec()
-        for task in (writer, slow, reader):
+        for task in (slow, reader):
             task.cancel()
-        for task in (writer, slow, reader):
+        for task in (slow, reader):
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
                 await task
         if not ws.closed:

@@ -132,7 +132,7 @@ def read_in_thread(port: int, path: str, count: int, ready: threading.Event) -> 
 async def test_a_client_that_never_reads_is_closed_with_1008_and_counted(main_store, amzn, tmp_path):
     url, _, _ = main_store
     bars = amzn["1s"]  # 3,162 bars, ~250 bytes each
-    app = create_app(service_config(url, tmp_path, client_queue=256))
+    app = create_app(service_config(url, tmp_path, client_buffer=256 * 1024))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         rounds = 8  # ~6 MB: more than the kernel buffers of a stuck loopback socket
         ready = threading.Event()
@@ -225,17 +225,18 @@ nodes:
 
 async def test_an_overflowing_client_reads_close_code_1008_after_its_queued_messages(main_store, amzn, tmp_path):
     url, _, _ = main_store
-    app = create_app(service_config(url, tmp_path, client_queue=128))
+    app = create_app(service_config(url, tmp_path, client_buffer=16 * 1024))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         ws = await client.ws_connect("/ws/bars/AMZN/1s")
         await asyncio.sleep(0.1)
-        app[STATE].hub.deliver(amzn["1s"].slice(0, 1000))  # 1,000 messages at once: 872 do not fit
+        for start in range(0, 3000, 100):  # 3,000 messages (~750 KB) while the client does not read
+            app[STATE].hub.deliver(amzn["1s"].slice(start, 100))
         texts, close = [], None
         async for message in ws:
             if message.type == aiohttp.WSMsgType.TEXT:
                 texts.append(message.data)
         close = ws.close_code
         assert close == 1008
-        assert 0 < len(texts) <= 128  # what was queued before the overflow, in order
+        assert 0 < len(texts) < 3000  # what fit before the overflow, in order
         assert [orjson.loads(t)["seq"] for t in texts] == list(range(1, len(texts) + 1))
         assert "tickgraph_ws_slow_client_disconnects_total 1.0" in await (await client.get("/metrics")).text()
