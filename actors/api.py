@@ -52,6 +52,7 @@ class ApiParams(Params):
             ``config/replay.yaml``).
         backfill_bars: confirmed bars kept per stream for ``?backfill=N``.
         client_buffer: unsent bytes per WebSocket client before it is closed (1008).
+        client_stall_s: seconds a WebSocket client's socket may take nothing before it is closed.
         linger_s: serve mode: after end-of-stream keep serving until every client was sent
             every message, for at most this long; 0 stops with the graph.
         publish_url: publish mode: the service to send the bars to (``http://127.0.0.1:8000``).
@@ -65,7 +66,8 @@ class ApiParams(Params):
     store_url: str = "sqlite:///tickgraph.db"
     graph: str | None = None
     backfill_bars: int = Field(2000, ge=0, le=1_000_000)
-    client_buffer: int = Field(1 << 20, ge=1, le=1 << 30)
+    client_buffer: int = Field(4 << 20, ge=1, le=1 << 30)
+    client_stall_s: float = Field(10.0, gt=0, le=3600)
     linger_s: float = Field(0.0, ge=0, le=86_400)
     publish_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     publish_key: str | None = None
@@ -128,7 +130,7 @@ class ApiSink(Operator):
         extra = {"graph": Path(params.graph)} if params.graph else {}
         config = ServiceConfig.from_env(
             params.store_url, host=params.host, port=params.port, backfill_bars=params.backfill_bars,
-            client_buffer=params.client_buffer, **extra,
+            client_buffer=params.client_buffer, client_stall_s=params.client_stall_s, **extra,
         )  # fmt: skip
         app = create_app(config, cluster=RayCluster.current())
         self._state = app[STATE]

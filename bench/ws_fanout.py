@@ -2,8 +2,8 @@
 
     python bench/ws_fanout.py [--clients 200] [--rounds 2] [--batch-rows 4096]
 
-A burst replay of the fixtures (both files, all six timeframes, 6,785 confirmed bars in 12
-streams) runs in-process through source -> normalizer -> bars -> ``api`` (serve mode: the
+A burst replay of the fixtures repeated on consecutive days (bench/replay_throughput.py's
+input with 2 symbols, 270k ticks by default; all six timeframes, 12 streams) runs in-process through source -> normalizer -> bars -> ``api`` (serve mode: the
 service in the graph's process, as in ``live.yaml``). A separate client process opens
 ``clients`` x 12 WebSocket connections (one per stream per client) and records, for
 every confirmed bar, its arrival time; the bar engine's emissions are stamped in the graph
@@ -36,17 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TIMEFRAMES = ("1s", "1m", "5m", "15m", "1h", "1d")
-#: The stuck client subscribes to the busiest streams: over the whole replay each of the
-#: others carries less than one connection's bounds (64 KiB kernel send buffer + 256 KiB
-#: unsent), so a client stuck on them is never behind by more than it may be.
+#: The stuck client subscribes to the busiest streams, the only ones that carry more than a
+#: connection's bounds in the whole replay (64 KiB kernel send buffer + client_buffer 1 MiB).
 STUCK_TIMEFRAME = "1s"
-SYMBOLS = ("AMZN", "BTCUSDT")
-FIXTURES = ROOT / "fixtures"
+#: bench/replay_throughput.py's input with 2 symbols: S000 = the LOBSTER AMZN day, S001 =
+#: the Tardis BTCUSDT trades and quotes, each repeated on consecutive days.
+SYMBOLS = ("S000", "S001")
 
 
-def graph_file(directory: Path, port: int, batch_rows: int) -> Path:
-    """The bench graph: replay.yaml's source, normalizer and bars, plus an api node on ``port``."""
-    lobster = FIXTURES / "lobster_amzn_l1"
+def graph_file(directory: Path, port: int, batch_rows: int, data: Path) -> Path:
+    """The bench graph: a burst replay of ``data`` -> normalizer -> bars -> an api node on ``port``."""
     path = directory / "ws_fanout.yaml"
     path.write_text(f"""
 name: ws_fanout
@@ -55,25 +54,20 @@ nodes:
     kind: replay
     params:
       batch_rows: {batch_rows}
-      files:
-        - {{format: lobster, symbol: AMZN, date: "2012-06-21", tz: America/New_York,
-           message_file: "{lobster / 'AMZN_2012-06-21_34200000_57600000_message_1.csv'}",
-           orderbook_file: "{lobster / 'AMZN_2012-06-21_34200000_57600000_orderbook_1.csv'}"}}
-        - {{format: tardis_trades, path: "{FIXTURES / 'tardis_binance_futures_btcusdt' / 'trades.csv'}"}}
+      files: [{{format: canonical, path: "{data}"}}]
   - id: normalizer
     kind: normalizer
     inputs: [source]
+    params: {{symbols: [{", ".join(SYMBOLS)}]}}
   - id: bars
     kind: bars
     inputs: [normalizer]
-    params:
-      timeframes: [1s, 1m, 5m, 15m, 1h, 1d]
-      sessions:
-        AMZN: {{tz: America/New_York, open: "09:30", close: "16:00"}}
+    params: {{timeframes: [1s, 1m, 5m, 15m, 1h, 1d]}}
   - id: api
     kind: api
     inputs: [bars]
-    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_buffer: 262144, linger_s: 600}}
+    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_buffer: 1048576, linger_s: 120,
+             graph: "{path}"}}
 """)
     return path
 
@@ -92,50 +86,88 @@ def _stuck_socket(port: int, path: str) -> socket.socket:
     return sock
 
 
+class _Recorder(asyncio.Protocol):
+    """A lean WebSocket client (the load generator must not be the bottleneck): sends the
+    upgrade request, then parses unmasked server frames from each chunk and records, for
+    every BAR_CONFIRMED text frame, the bar's ``ts`` and the chunk's arrival time."""
+
+    def __init__(self, path: str, opened: asyncio.Future) -> None:
+        self.path = path
+        self.opened = opened
+        self.buffer = b""
+        self.upgraded = False
+        self.rows: list[tuple[int, int]] = []
+        self.closed_code: int | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        buffer = self.buffer + data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            self.upgraded = buffer.startswith(b"HTTP/1.1 101")
+            self.opened.set_result(self.upgraded)
+            buffer = buffer[end + 4:]
+        i, size = 0, len(buffer)
+        while i + 2 <= size:
+            opcode, length, head = buffer[i] & 0x0F, buffer[i + 1] & 0x7F, 2
+            if length == 126:
+                if i + 4 > size:
+                    break
+                length, head = int.from_bytes(buffer[i + 2:i + 4], "big"), 4
+            elif length == 127:
+                if i + 10 > size:
+                    break
+                length, head = int.from_bytes(buffer[i + 2:i + 10], "big"), 10
+            if i + head + length > size:
+                break
+            start = i + head
+            if opcode == 0x1 and buffer.startswith(b'{"type":"BAR_CONFIRMED"', start):
+                at = buffer.find(b'"bar":{"ts":', start) + 12
+                self.rows.append((int(buffer[at:buffer.find(b",", at)]), now))
+            elif opcode == 0x8 and length >= 2:
+                self.closed_code = int.from_bytes(buffer[start:start + 2], "big")
+            i = start + length
+        self.buffer = buffer[i:]
+
+
 def client_process(port: int, clients: int, stuck: bool, ready, done, results) -> None:
     """Open the connections, report readiness, record arrivals until ``done``; send results."""
-    import aiohttp
-    import orjson
 
     async def main() -> None:
-        connector = aiohttp.TCPConnector(limit=0)
-        arrivals: list[list[tuple[int, int]]] = []  # per connection: (bar ts, arrival ns)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            sockets = []
-            for _ in range(clients):
-                for symbol in SYMBOLS:
-                    for timeframe in TIMEFRAMES:
-                        sockets.append((symbol, timeframe, await session.ws_connect(
-                            f"http://127.0.0.1:{port}/ws/bars/{symbol}/{timeframe}", max_msg_size=0, autoping=True)))
-            blocked = [_stuck_socket(port, f"/ws/bars/{s}/{STUCK_TIMEFRAME}") for s in SYMBOLS] if stuck else []
-
-            async def read(ws, out: list) -> None:
-                async for message in ws:
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        break
-                    if '"BAR_CONFIRMED"' in message.data:
-                        out.append((orjson.loads(message.data)["bar"]["ts"], time.monotonic_ns()))
-
-            tasks = []
-            for _, _, ws in sockets:
-                out: list = []
-                arrivals.append(out)
-                tasks.append(asyncio.create_task(read(ws, out)))
-            ready.set()
-            while not done.is_set():
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            for task in tasks:
-                task.cancel()
-            for sock in blocked:
-                sock.close()
-        results.send([(s, tf, np.array(a, dtype=np.int64).reshape(-1, 2)) for (s, tf, _), a in zip(sockets, arrivals)])
+        loop = asyncio.get_running_loop()
+        recorders = []
+        for _ in range(clients):
+            for symbol in SYMBOLS:
+                for timeframe in TIMEFRAMES:
+                    opened = loop.create_future()
+                    _, recorder = await loop.create_connection(
+                        lambda: _Recorder(f"/ws/bars/{symbol}/{timeframe}", opened), "127.0.0.1", port)
+                    assert await opened, "upgrade refused"
+                    recorders.append((symbol, timeframe, recorder))
+        blocked = [_stuck_socket(port, f"/ws/bars/{s}/{STUCK_TIMEFRAME}") for s in SYMBOLS] if stuck else []
+        ready.set()
+        while not done.is_set():
+            await asyncio.sleep(0.05)
+        for _, _, recorder in recorders:
+            recorder.transport.close()
+        for sock in blocked:
+            sock.close()
+        results.send([(s, tf, np.array(r.rows, dtype=np.int64).reshape(-1, 2)) for s, tf, r in recorders])
 
     asyncio.run(main())
 
 
 # -- one run -------------------------------------------------------------------------------------
-def run_once(clients: int, stuck: bool, batch_rows: int) -> dict:
+def run_once(clients: int, stuck: bool, batch_rows: int, data: Path) -> dict:
     """One burst replay with ``clients`` reading clients (and the stuck one); latency and checks."""
     from actors.bars import BarEngine
     from graph.build import build_graph
@@ -165,7 +197,7 @@ def run_once(clients: int, stuck: bool, batch_rows: int) -> dict:
     probe.close()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            loaded = load_graph(graph_file(Path(tmp), port, batch_rows))
+            loaded = load_graph(graph_file(Path(tmp), port, batch_rows, data))
             graph = build_graph(loaded, backend="local")
             api = graph.hosts[("api", 0)].op
             context = mp.get_context("spawn")
@@ -212,12 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-rows", type=int, default=4096, help="replay batch size (ticks per source batch)")
+    parser.add_argument("--ticks", type=int, default=270_000, help="input size (the fixtures repeated, 2 symbols)")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from replay_throughput import ensure_input
+
+    data = ensure_input(len(SYMBOLS), args.ticks)
     runs: dict[str, list[dict]] = {"readers": [], "+stuck": []}
     for round_ in range(args.rounds):
         order = ["readers", "+stuck"] if round_ % 2 == 0 else ["+stuck", "readers"]
         for variant in order:
-            result = run_once(args.clients, variant == "+stuck", args.batch_rows)
+            result = run_once(args.clients, variant == "+stuck", args.batch_rows, data)
             runs[variant].append(result)
             print(f"round {round_ + 1} {variant:<8} connections {result['connections']:>5}  complete {result['complete']:>5}  "
                   f"in order {result['ordered']:>5}  confirmed bars {result['confirmed']}  deliveries {result['messages']:,}  "

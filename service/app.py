@@ -177,7 +177,9 @@ def create_app(
     def on_message(delivered: int) -> None:
         state_holder["state"].metrics.ws_sent.inc(delivered)
 
-    hub = hub or BarHub(config.backfill_bars, config.client_buffer, on_slow=on_slow, on_message=on_message)
+    hub = hub or BarHub(
+        config.backfill_bars, config.client_buffer, config.client_stall_s, on_slow=on_slow, on_message=on_message
+    )
     cache = cache or BarCache(config.store_url, capacity_bars=config.cache_bars, ttl_s=config.cache_ttl_s)
     state = ServiceState(config=config, hub=hub, cache=cache, metrics=ServiceMetrics(cache), cluster=cluster)
     state_holder["state"] = state

@@ -68,6 +68,7 @@ class ServiceConfig:
         backfill_bars: confirmed bars kept per WebSocket stream for ``?backfill=N``.
         client_buffer: unsent bytes per WebSocket client (its send queue) before it counts
             as too slow and is closed with 1008.
+        client_stall_s: a WebSocket client whose socket took nothing for this long is closed (1008).
         client_send_buffer: SO_SNDBUF of each WebSocket connection, bytes (0: the kernel's).
         cache_bars, cache_ttl_s: the bar LRU tier (``db/cache.py``); the TTL bounds how stale
             bars written by other processes (the graph's store actor) can be.
@@ -84,7 +85,8 @@ class ServiceConfig:
     export_dir: Path = _ROOT / "out" / "exports"
     symbols: tuple[str, ...] | None = None
     backfill_bars: int = 2000
-    client_buffer: int = 1 << 20
+    client_buffer: int = 4 << 20
+    client_stall_s: float = 10.0
     client_send_buffer: int = 65_536
     cache_bars: int = 200_000
     cache_ttl_s: float = 2.0

@@ -25,7 +25,9 @@ Backpressure: publishing never waits. :meth:`BarHub.publish` queues the batch; o
 task turns queued batches into messages in chunks of :data:`CHUNK_ROWS` rows and yields
 to the event loop between chunks. A client's queue is its transport's unsent bytes (the
 kernel takes what the socket buffer holds; the rest waits in the transport); when more
-than ``client_buffer`` bytes stay unsent after a chunk, the client is too slow: it is dropped
+than ``client_buffer`` bytes stay unsent after a chunk, or its unsent bytes have not
+shrunk for ``stall_s`` (its socket took nothing: a write timeout), the client is too
+slow: it is dropped
 from the hub at once, its ``slow`` event set, and the route closes it with 1008 (policy
 violation), counted by ``on_slow``. Neither the graph nor the other clients ever wait.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +88,8 @@ class Client:
     slow: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     _frames: list = field(default_factory=list)
+    _unsent: int = 0
+    _progress_at: float = 0.0
 
 
 @dataclass
@@ -101,6 +106,9 @@ class BarHub:
     Args:
         backfill_bars: confirmed/corrected messages kept per stream for late subscribers.
         client_buffer: most unsent bytes per client before it is dropped as too slow.
+        stall_s: a client whose unsent bytes did not shrink for this long (its socket took
+            nothing) is dropped as too slow at the next message for it.
+        clock: monotonic seconds (injectable for tests).
         float_bits: significant bits of floats in the parity chain (the parity node's default).
         on_slow: called with each client dropped as too slow.
         on_message: called with the number of client deliveries per chunk (metrics).
@@ -113,6 +121,8 @@ class BarHub:
         self,
         backfill_bars: int = 2000,
         client_buffer: int = 1 << 20,
+        stall_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
         float_bits: int = DEFAULT_FLOAT_BITS,
         on_slow: Callable[[Client], None] | None = None,
         on_message: Callable[[int], None] | None = None,
@@ -121,6 +131,8 @@ class BarHub:
             raise ValueError(f"client_buffer must be >= 1 byte, got {client_buffer}")
         self.backfill_bars = backfill_bars
         self.client_buffer = client_buffer
+        self.stall_s = stall_s
+        self._clock = clock
         self.float_bits = float_bits
         self._fields = canonical_fields(BAR)
         self._streams: dict[tuple[str, str], _Stream] = {}
@@ -216,12 +228,16 @@ class BarHub:
         if transport.is_closing():
             stream.clients.discard(client)
             return 0
-        if transport.get_write_buffer_size() > self.client_buffer:
+        unsent, now = transport.get_write_buffer_size(), self._clock()
+        if unsent == 0 or unsent < client._unsent:
+            client._progress_at = now
+        if unsent > self.client_buffer or now - client._progress_at > self.stall_s:
             self._drop_slow(stream, client)
             return 0
         transport.write(b"".join(frames))
         client.sent += len(frames)
-        if transport.get_write_buffer_size() > self.client_buffer:
+        client._unsent = transport.get_write_buffer_size()
+        if client._unsent > self.client_buffer:
             self._drop_slow(stream, client)
         return len(frames)
 
@@ -230,7 +246,7 @@ class BarHub:
         """A new client of (symbol, timeframe) writing to ``transport``; it is first sent the
         stream's last ``backfill`` confirmed/corrected messages (as many as are kept)."""
         stream = self._stream(symbol, timeframe)
-        client = Client(symbol, timeframe, transport)
+        client = Client(symbol, timeframe, transport, _progress_at=self._clock())
         recent = list(stream.recent)[-backfill:] if backfill > 0 else []
         if recent:
             transport.write(b"".join(recent))
