@@ -3,7 +3,8 @@
     python bench/ws_fanout.py [--clients 200] [--rounds 2] [--batch-rows 4096]
 
 A burst replay of the fixtures repeated on consecutive days (bench/replay_throughput.py's
-input with 2 symbols, 270k ticks by default; all six timeframes, 12 streams) runs in-process through source -> normalizer -> bars -> ``api`` (serve mode: the
+input with 2 symbols; at the default 135k ticks that is the fixtures once: 6,785 confirmed
+bars; all six timeframes, 12 streams) runs in-process through source -> normalizer -> bars -> ``api`` (serve mode: the
 service in the graph's process, as in ``live.yaml``). A separate client process opens
 ``clients`` x 12 WebSocket connections (one per stream per client) and records, for
 every confirmed bar, its arrival time; the bar engine's emissions are stamped in the graph
@@ -36,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TIMEFRAMES = ("1s", "1m", "5m", "15m", "1h", "1d")
-#: The stuck client subscribes to the busiest streams, the only ones that carry more than a
-#: connection's bounds in the whole replay (64 KiB kernel send buffer + client_buffer 1 MiB).
+#: The stuck client subscribes to the busiest streams, which keep sending it messages long
+#: after its socket stopped taking bytes (client_stall_s = 2 s here: the write timeout).
 STUCK_TIMEFRAME = "1s"
 #: bench/replay_throughput.py's input with 2 symbols: S000 = the LOBSTER AMZN day, S001 =
 #: the Tardis BTCUSDT trades and quotes, each repeated on consecutive days.
@@ -66,7 +67,7 @@ nodes:
   - id: api
     kind: api
     inputs: [bars]
-    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_buffer: 1048576, linger_s: 120,
+    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_stall_s: 2, linger_s: 120,
              graph: "{path}"}}
 """)
     return path
@@ -100,12 +101,14 @@ class _Recorder(asyncio.Protocol):
         self.closed_code: int | None = None
 
     def connection_made(self, transport) -> None:
+        """Send the upgrade request."""
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write((f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
 
     def data_received(self, data: bytes) -> None:
+        """Parse the complete frames of the bytes received so far; keep the rest."""
         now = time.monotonic_ns()
         buffer = self.buffer + data
         if not self.upgraded:
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-rows", type=int, default=4096, help="replay batch size (ticks per source batch)")
-    parser.add_argument("--ticks", type=int, default=270_000, help="input size (the fixtures repeated, 2 symbols)")
+    parser.add_argument("--ticks", type=int, default=135_000, help="input size (the fixtures, repeated past 135k)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
     from replay_throughput import ensure_input

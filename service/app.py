@@ -13,6 +13,8 @@ packages are mounted from :data:`EXTRA_ROUTE_INSTALLERS`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -198,6 +200,7 @@ def create_app(
     for install in [*_installers(), *ROUTE_INSTALLERS, *EXTRA_ROUTE_INSTALLERS]:
         install(app)
     app.on_startup.append(_create_tables)
+    app.cleanup_ctx.append(_sweep_clients)
     app.on_cleanup.append(_close)
     return app
 
@@ -212,6 +215,23 @@ async def _create_tables(app: web.Application) -> None:
             await connection.run_sync(metadata.create_all)
     finally:
         await engine.dispose()
+
+
+async def _sweep_clients(app: web.Application):
+    """Run the hub's write-timeout sweep every quarter of ``client_stall_s`` (at most 1 s)."""
+    state = app[STATE]
+    period = min(1.0, state.config.client_stall_s / 4)
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(period)
+            state.hub.sweep()
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close(app: web.Application) -> None:

@@ -25,8 +25,8 @@ Backpressure: publishing never waits. :meth:`BarHub.publish` queues the batch; o
 task turns queued batches into messages in chunks of :data:`CHUNK_ROWS` rows and yields
 to the event loop between chunks. A client's queue is its transport's unsent bytes (the
 kernel takes what the socket buffer holds; the rest waits in the transport); when more
-than ``client_buffer`` bytes stay unsent after a chunk, or its unsent bytes have not
-shrunk for ``stall_s`` (its socket took nothing: a write timeout), the client is too
+than ``client_buffer`` bytes stay unsent after a chunk, or its socket has taken none of
+its bytes for ``stall_s`` while some wait (a write timeout), the client is too
 slow: it is dropped
 from the hub at once, its ``slow`` event set, and the route closes it with 1008 (policy
 violation), counted by ``on_slow``. Neither the graph nor the other clients ever wait.
@@ -88,7 +88,8 @@ class Client:
     slow: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     _frames: list = field(default_factory=list)
-    _unsent: int = 0
+    _written: int = 0  # bytes handed to the transport
+    _accepted: int = 0  # of those, bytes its socket took (written - unsent) at the last check
     _progress_at: float = 0.0
 
 
@@ -106,8 +107,8 @@ class BarHub:
     Args:
         backfill_bars: confirmed/corrected messages kept per stream for late subscribers.
         client_buffer: most unsent bytes per client before it is dropped as too slow.
-        stall_s: a client whose unsent bytes did not shrink for this long (its socket took
-            nothing) is dropped as too slow at the next message for it.
+        stall_s: a client whose socket took none of its unsent bytes for this long is
+            dropped as too slow at the next message for it.
         clock: monotonic seconds (injectable for tests).
         float_bits: significant bits of floats in the parity chain (the parity node's default).
         on_slow: called with each client dropped as too slow.
@@ -228,18 +229,39 @@ class BarHub:
         if transport.is_closing():
             stream.clients.discard(client)
             return 0
-        unsent, now = transport.get_write_buffer_size(), self._clock()
-        if unsent == 0 or unsent < client._unsent:
-            client._progress_at = now
-        if unsent > self.client_buffer or now - client._progress_at > self.stall_s:
+        if self._behind(client):
             self._drop_slow(stream, client)
             return 0
-        transport.write(b"".join(frames))
+        data = b"".join(frames)
+        transport.write(data)
+        client._written += len(data)
         client.sent += len(frames)
-        client._unsent = transport.get_write_buffer_size()
-        if client._unsent > self.client_buffer:
+        if transport.get_write_buffer_size() > self.client_buffer:
             self._drop_slow(stream, client)
         return len(frames)
+
+    def _behind(self, client: Client) -> bool:
+        """Over ``client_buffer`` unsent bytes, or none of them taken for ``stall_s``."""
+        unsent, now = client.transport.get_write_buffer_size(), self._clock()
+        accepted = client._written - unsent
+        if unsent == 0 or accepted > client._accepted:  # its socket took bytes since the last check
+            client._progress_at = now
+        client._accepted = accepted
+        return unsent > self.client_buffer or now - client._progress_at > self.stall_s
+
+    def sweep(self) -> int:
+        """Drop every client that is behind (see :meth:`_behind`) even when no message is
+        coming for it (the write timeout between bursts); returns how many. The service
+        calls it periodically."""
+        dropped = 0
+        for stream in list(self._streams.values()):
+            for client in list(stream.clients):
+                if client.transport.is_closing():
+                    stream.clients.discard(client)
+                elif self._behind(client):
+                    self._drop_slow(stream, client)
+                    dropped += 1
+        return dropped
 
     # -- consumers -----------------------------------------------------------------------
     def subscribe(self, symbol: str, timeframe: str, transport: Any, backfill: int = 0) -> Client:
@@ -249,7 +271,9 @@ class BarHub:
         client = Client(symbol, timeframe, transport, _progress_at=self._clock())
         recent = list(stream.recent)[-backfill:] if backfill > 0 else []
         if recent:
-            transport.write(b"".join(recent))
+            data = b"".join(recent)
+            transport.write(data)
+            client._written += len(data)
             client.sent += len(recent)
         stream.clients.add(client)
         return client

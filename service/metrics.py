@@ -75,6 +75,7 @@ class _CacheCollector:
         self.cache = cache
 
     def collect(self) -> Iterable[Metric]:
+        """The cache's hits, misses and evictions as counters, read now."""
         stats = self.cache.stats()
         for name in ("hits", "misses", "evictions"):
             family = CounterMetricFamily(f"tickgraph_bar_cache_{name}", f"Bar cache blocks: {name}")
@@ -82,6 +83,7 @@ class _CacheCollector:
             yield family
 
     def describe(self) -> Iterable[Metric]:
+        """Nothing at registration (the families are built at scrape time)."""
         return []
 
 
@@ -136,4 +138,5 @@ class _Static:
         self.families = families
 
     def collect(self) -> Iterable[Metric]:
+        """The fixed families."""
         return self.families
