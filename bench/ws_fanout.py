@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 TIMEFRAMES = ("1s", "1m", "5m", "15m", "1h", "1d")
 #: The stuck client subscribes to the busiest streams, which keep sending it messages long
-#: after its socket stopped taking bytes (client_stall_s = 2 s here: the write timeout).
+#: after its socket stopped taking bytes (client_stall_s = 5 s here: the write timeout).
 STUCK_TIMEFRAME = "1s"
 #: bench/replay_throughput.py's input with 2 symbols: S000 = the LOBSTER AMZN day, S001 =
 #: the Tardis BTCUSDT trades and quotes, each repeated on consecutive days.
@@ -67,7 +67,7 @@ nodes:
   - id: api
     kind: api
     inputs: [bars]
-    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_stall_s: 2, linger_s: 120,
+    params: {{port: {port}, store_url: "sqlite:///{directory / 'store.db'}", client_stall_s: 5, linger_s: 120,
              graph: "{path}"}}
 """)
     return path
