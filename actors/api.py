@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -57,6 +58,7 @@ class ApiParams(Params):
             every message, for at most this long; 0 stops with the graph.
         publish_url: publish mode: the service to send the bars to (``http://127.0.0.1:8000``).
         publish_key: publish mode: that service's ingest key (masked in ``repr``).
+        publish_run: publish mode: the run id its messages carry (a replay job's id); None: a new id.
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -71,6 +73,7 @@ class ApiParams(Params):
     linger_s: float = Field(0.0, ge=0, le=86_400)
     publish_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     publish_key: str | None = None
+    publish_run: str | None = Field(None, pattern=r"^[0-9A-Za-z_-]{1,64}$")
 
     @field_validator("store_url")
     @classmethod
@@ -114,10 +117,11 @@ class ApiSink(Operator):
         self._state: Any = None
         self._bars = 0
         self._signals = 0
+        self.run = uuid.uuid4().hex  # serve mode: the run id of this node's messages
         if params.publish_url is not None:
             from service.wire import Publisher
 
-            self._publisher = Publisher(params.publish_url, params.publish_key)
+            self._publisher = Publisher(params.publish_url, params.publish_key, params.publish_run or uuid.uuid4().hex)
             self.url = params.publish_url
             return
         from pathlib import Path
@@ -157,7 +161,7 @@ class ApiSink(Operator):
 
     def _publish_bars(self, batch: pa.RecordBatch) -> None:
         self._state.metrics.hub_bars.inc(batch.num_rows)
-        self._state.hub.publish(batch)
+        self._state.hub.publish(batch, self.run)
 
     def on_eof(self) -> list[Emit]:
         """Publish mode: flush and send end-of-stream; serve mode: linger (``linger_s``)."""

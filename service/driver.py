@@ -113,7 +113,7 @@ class ReplayDriver:
         try:
             loaded = load_graph(Path(self.graph), self.overrides)
             if self._publish is not None:
-                loaded = with_publisher(loaded, *self._publish)
+                loaded = with_publisher(loaded, *self._publish, run=self.job_id)
             if self._cancel.is_set():
                 status = "cancelled"
             else:

@@ -98,8 +98,8 @@ def replay_overrides(
     return out + list(extra)
 
 
-def with_publisher(loaded: LoadedGraph, url: str, key: str) -> LoadedGraph:
-    """``loaded`` plus a :data:`PUBLISHER_ID` node (kind ``api``) publishing to ``url``.
+def with_publisher(loaded: LoadedGraph, url: str, key: str, run: str) -> LoadedGraph:
+    """``loaded`` plus a :data:`PUBLISHER_ID` node (kind ``api``) publishing to ``url`` as run ``run``.
 
     Its inputs are every node's ``bars`` and ``signals`` output streams.
 
@@ -118,7 +118,7 @@ def with_publisher(loaded: LoadedGraph, url: str, key: str) -> LoadedGraph:
     ]
     if not any(stream == "bars" for _, stream in edges):
         raise GraphError(str(loaded.path), ["a service replay graph needs a node with a 'bars' output"])
-    params = ApiParams.model_validate({"publish_url": url, "publish_key": key}).model_dump(mode="json")
+    params = ApiParams.model_validate({"publish_url": url, "publish_key": key, "publish_run": run}).model_dump(mode="json")
     node = NodeSpec(id=PUBLISHER_ID, kind="api", params=params, inputs=[f"{n}.{s}" for n, s in edges])
     spec = loaded.spec.model_copy(update={"nodes": [*loaded.spec.nodes, node]})
     return LoadedGraph(

@@ -13,10 +13,12 @@ each client's frames of a chunk in one call. A stream's rows arrive in the bar e
 order (one shard per symbol, FIFO edges), which per (symbol, timeframe) is event-time
 order: forming updates of a bar, its confirmation, then the next bar.
 
-Parity: every stream keeps the SHA-256 chain of ``parity/canonical.py`` (stream name
-``bars``, the BAR fields without ``status``, floats rounded to 32 significant bits, the
-same genesis as the parity node) over its confirmed and corrected rows in order; each
-message carries the chain *after* its row (forming messages: the chain so far). So a
+Parity: every stream keeps, per publishing run (``run``: a replay job's id, or the api
+node's own run), the SHA-256 chain of ``parity/canonical.py`` (stream name ``bars``, the
+BAR fields without ``status``, floats rounded to 32 significant bits, the same genesis as
+the parity node) over that run's confirmed and corrected rows in order; each message
+carries its ``run`` and the chain *after* its row (forming messages: the chain so far),
+so a new run's messages start a new chain. So a
 client recomputes a stream's hash from the messages it recorded, and the confirmed bars
 of all streams of a run, ordered as ``parity/ordering.py`` orders them, hash to the
 replay's parity node's ``bars`` hash (checked by the browser test).
@@ -94,9 +96,15 @@ class Client:
 
 
 @dataclass
-class _Stream:
+class _Chain:
     hasher: StreamHasher
     seq: int = 0
+
+
+@dataclass
+class _Stream:
+    chains: dict = field(default_factory=dict)  # run -> _Chain
+    last_run: str | None = None
     recent: deque = field(default_factory=deque)  # frames of confirmed/corrected messages
     clients: set = field(default_factory=set)
 
@@ -140,33 +148,33 @@ class BarHub:
         self._on_slow = on_slow
         self._on_message = on_message
         self.bars_received = 0
-        self._inbox: deque[pa.RecordBatch] = deque()
+        self._inbox: deque[tuple[pa.RecordBatch, str]] = deque()
         self._pump: asyncio.Task | None = None
 
     # -- producers -----------------------------------------------------------------------
-    def publish(self, bars: pa.RecordBatch) -> None:
-        """Queue a BAR batch (any statuses, symbols, timeframes) for its streams' clients.
+    def publish(self, bars: pa.RecordBatch, run: str = "") -> None:
+        """Queue a BAR batch (any statuses, symbols, timeframes) of run ``run`` for its streams' clients.
 
         On the event loop the batch is fanned out by the pump task, in arrival order; with
         no running loop (tests, tools) it is delivered before returning.
         """
         if bars.num_rows == 0:
             return
-        self._inbox.append(bars)
+        self._inbox.append((bars, run))
         if self._pump is not None and not self._pump.done():
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             while self._inbox:
-                self.deliver(self._inbox.popleft())
+                self.deliver(*self._inbox.popleft())
             return
         self._pump = loop.create_task(self._drain())
 
     @property
     def pending(self) -> int:
         """Bar rows queued and not yet turned into messages."""
-        return sum(batch.num_rows for batch in self._inbox)
+        return sum(batch.num_rows for batch, _ in self._inbox)
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the clients' sockets, plus bar rows not yet
@@ -181,13 +189,13 @@ class BarHub:
 
     async def _drain(self) -> None:
         while self._inbox:
-            bars = self._inbox.popleft()
+            bars, run = self._inbox.popleft()
             for start in range(0, bars.num_rows, CHUNK_ROWS):
-                self.deliver(bars.slice(start, CHUNK_ROWS))
+                self.deliver(bars.slice(start, CHUNK_ROWS), run)
                 await asyncio.sleep(0)
 
-    def deliver(self, bars: pa.RecordBatch) -> int:
-        """Turn every row of a BAR batch into a message and write it to its stream's clients now.
+    def deliver(self, bars: pa.RecordBatch, run: str = "") -> int:
+        """Turn every row of a BAR batch of run ``run`` into a message and write it to its stream's clients now.
 
         Returns:
             Messages delivered.
@@ -198,15 +206,19 @@ class BarHub:
         touched: dict[int, tuple[_Stream, Client]] = {}
         for row, canonical in zip(bars.to_pylist(), encoded):
             stream = self._stream(row["symbol"], row["timeframe"])
+            chain = stream.chains.get(run)
+            if chain is None:
+                chain = stream.chains[run] = _Chain(StreamHasher("bars", self._fields, self.float_bits, checkpoint_every=1 << 62))
+            stream.last_run = run
             status = row["status"]
             if status != BAR_FORMING:
-                stream.hasher.update([canonical])
-            stream.seq += 1
+                chain.hasher.update([canonical])
+            chain.seq += 1
             bar = {name: row[name] for name in _BAR_FIELDS}
             bar["time"] = iso_ns(row["ts"])
             frame = text_frame(orjson.dumps({
                 "type": MESSAGE_TYPES.get(status, "BAR_CONFIRMED"), "symbol": row["symbol"],
-                "timeframe": row["timeframe"], "seq": stream.seq, "hash": stream.hasher.hexdigest, "bar": bar,
+                "timeframe": row["timeframe"], "run": run, "seq": chain.seq, "hash": chain.hasher.hexdigest, "bar": bar,
             }))  # fmt: skip
             if status != BAR_FORMING and self.backfill_bars:
                 stream.recent.append(frame)
@@ -285,10 +297,13 @@ class BarHub:
             stream.clients.discard(client)
 
     # -- state ---------------------------------------------------------------------------
-    def parity(self, symbol: str, timeframe: str) -> tuple[int, str] | None:
-        """``(rows hashed, chain hash)`` of a stream, or None if the hub has not seen it."""
+    def parity(self, symbol: str, timeframe: str) -> tuple[str, int, str] | None:
+        """``(run, rows hashed, chain hash)`` of a stream's latest run, or None if none published."""
         stream = self._streams.get((symbol, timeframe))
-        return None if stream is None else (stream.hasher.messages, stream.hasher.hexdigest)
+        if stream is None or stream.last_run is None:
+            return None
+        hasher = stream.chains[stream.last_run].hasher
+        return stream.last_run, hasher.messages, hasher.hexdigest
 
     def symbols(self) -> set[str]:
         """Symbols with a stream (published or subscribed)."""
@@ -305,9 +320,7 @@ class BarHub:
     def _stream(self, symbol: str, timeframe: str) -> _Stream:
         stream = self._streams.get((symbol, timeframe))
         if stream is None:
-            stream = self._streams[(symbol, timeframe)] = _Stream(
-                StreamHasher("bars", self._fields, self.float_bits, checkpoint_every=1 << 62)
-            )
+            stream = self._streams[(symbol, timeframe)] = _Stream()
         return stream
 
     def _drop_slow(self, stream: _Stream, client: Client) -> None:

@@ -182,13 +182,14 @@ class BarMessage(_Model):
     ``type`` is ``BAR_FORMING`` (the open bar's current values), ``BAR_CONFIRMED`` (the
     bar closed) or ``BAR_CORRECTED`` (a late tick amended a confirmed bar). ``hash`` is
     the SHA-256 chain (``parity/canonical.py``, stream ``bars``) over this stream's
-    confirmed and corrected rows up to and including this one; a forming message
-    carries the chain so far. ``seq`` counts the stream's messages from 1.
+    confirmed and corrected rows of this ``run`` up to and including this one; a forming
+    message carries the chain so far. ``seq`` counts the run's messages on the stream from 1.
     """
 
     type: Literal["BAR_FORMING", "BAR_CONFIRMED", "BAR_CORRECTED"]
     symbol: str
     timeframe: Timeframe
+    run: str = Field(description="the publishing run (a replay job's run_id, or the api node's run)")
     seq: int
     hash: str
     bar: dict[str, Any]
@@ -322,6 +323,7 @@ class StreamParity(_Model):
 
     symbol: str
     timeframe: Timeframe
+    run: str
     messages: int = Field(description="confirmed and corrected rows hashed")
     hash: str
 

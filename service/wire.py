@@ -9,7 +9,9 @@ clients. The link is one WebSocket, ``/internal/v1/ingest``, opened by the publi
   hands to the graphs it launches (never logged; unrelated to the API token);
 * binary frames: one Arrow IPC stream each (one RecordBatch of BAR or SIGNAL rows; the
   schema metadata ``tickgraph.stream`` names the stream);
-* text frames: ``{"type": "eof"}`` when the graph ends.
+* text frames: ``{"type": "hello", "run": ...}`` first (the run whose bars follow: the
+  replay job's id; the hub chains each run's bars apart), ``{"type": "eof"}`` when the
+  graph ends.
 
 :class:`Publisher` is the sending side (a plain class used by the operator, running an
 aiohttp client on its own thread and loop, like the store's engine); at most
@@ -75,6 +77,7 @@ class Publisher:
     Args:
         url: the service's base URL (``http://127.0.0.1:8000``).
         key: the service's ingest key.
+        run: the publishing run's id (sent in the hello frame).
         max_pending: frames sent but not yet written to the socket before ``send`` waits.
         timeout_s: connect and close timeout.
 
@@ -82,9 +85,10 @@ class Publisher:
         PublishError: the connection failed or was refused (on construction).
     """
 
-    def __init__(self, url: str, key: str, max_pending: int = 8, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, key: str, run: str, max_pending: int = 8, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self._key = key
+        self.run = run
         self._max_pending = max_pending
         self._timeout = timeout_s
         self._pending: deque[concurrent.futures.Future] = deque()
@@ -116,6 +120,7 @@ class Publisher:
             raise PublishError(f"publishing to {self.url}: the service refused the ingest link (HTTP {exc.status})") from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise PublishError(f"publishing to {self.url}: cannot connect ({type(exc).__name__}: {exc})") from None
+        await self._ws.send_str(orjson.dumps({"type": "hello", "run": self.run}).decode())
 
     def send(self, stream: str, batch: pa.RecordBatch) -> None:
         """Queue one batch; waits while ``max_pending`` frames are in flight.

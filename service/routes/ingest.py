@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -37,6 +38,7 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this is a WebSocket route", "Upgrade")
     await ws.prepare(request)
+    run = uuid.uuid4().hex  # until the publisher's hello names its run
     async for message in ws:
         if message.type == WSMsgType.BINARY:
             try:
@@ -46,11 +48,14 @@ async def ingest(request: web.Request) -> web.StreamResponse:
                 continue
             if stream == "bars" and set(BAR.names) <= set(batch.schema.names):
                 state.metrics.hub_bars.inc(batch.num_rows)
-                state.hub.publish(batch.select(BAR.names))
+                state.hub.publish(batch.select(BAR.names), run)
             elif stream == "signals" and set(SIGNAL.names) <= set(batch.schema.names):
                 remember_signals(state.latest_signals, batch)
         elif message.type == WSMsgType.TEXT:
-            if orjson.loads(message.data).get("type") == "eof":
+            control = orjson.loads(message.data)
+            if control.get("type") == "hello" and isinstance(control.get("run"), str):
+                run = control["run"][:64]
+            elif control.get("type") == "eof":
                 state.cache.invalidate()
         elif message.type == WSMsgType.ERROR:
             break

@@ -3,7 +3,8 @@
 * ``GET /api/v1/parity/export/{symbol}/{timeframe}?from=&to=``: the canonical CSV of the
   stored bars (as ``/api/v1/bars/...?format=csv``, seed 000), for ``run.py parity bars``.
 * ``GET /v1/parity/streams/{symbol}/{timeframe}``: this service's live stream chain
-  (``service/hub.py``): rows hashed and the hash, as carried by the last message.
+  (``service/hub.py``) of its latest run: run, rows hashed and the hash, as carried by the
+  run's last message.
 * ``GET /v1/parity/jobs/{run_id}``: a finished replay job's parity node hashes per stream
   (``ticks``, ``bars``: messages and SHA-256), from its run summary in ``job_runs``.
 """
@@ -37,9 +38,9 @@ async def stream_parity(request: web.Request) -> web.Response:
     path = parse_path(request, SeriesPath)
     found = state.hub.parity(path.symbol, path.timeframe)
     if found is None:
-        raise ApiError(404, f"no live stream {path.symbol}/{path.timeframe} in this service", "symbol")
-    messages, digest = found
-    return json_response({"symbol": path.symbol, "timeframe": path.timeframe, "messages": messages, "hash": digest})
+        raise ApiError(404, f"no bars published on {path.symbol}/{path.timeframe} in this service", "symbol")
+    run, messages, digest = found
+    return json_response({"symbol": path.symbol, "timeframe": path.timeframe, "run": run, "messages": messages, "hash": digest})
 
 
 async def job_parity(request: web.Request) -> web.Response:

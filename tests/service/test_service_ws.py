@@ -74,9 +74,14 @@ async def test_stream_messages_carry_the_bar_and_the_chain_and_backfill(main_sto
         assert parity_bars_hash(texts) == (bars.num_rows, stream_chain(texts))
         response = await client.get("/v1/parity/streams/AMZN/1m")
         body = await response.json()
-        assert response.status == 200 and body == {"symbol": "AMZN", "timeframe": "1m", "messages": bars.num_rows, "hash": messages[-1]["hash"]}
+        assert response.status == 200 and body == {
+            "symbol": "AMZN", "timeframe": "1m", "run": "", "messages": bars.num_rows, "hash": messages[-1]["hash"]}
         late = await client.ws_connect("/ws/bars/AMZN/1m?backfill=5")
         assert await receive(late, 5) == texts[-5:]  # the last 5 confirmed, as first sent
+        hub.publish(bars.slice(0, 3), "next-run")  # another run's bars start a chain of their own
+        again = [orjson.loads(t) for t in await receive(ws, 3)]
+        assert [m["run"] for m in again] == ["next-run"] * 3 and [m["seq"] for m in again] == [1, 2, 3]
+        assert again[-1]["hash"] == stream_chain(texts[1:4])
         await ws.close()
         await late.close()
 
@@ -132,7 +137,7 @@ def read_in_thread(port: int, path: str, count: int, ready: threading.Event) -> 
 async def test_a_client_that_never_reads_is_closed_with_1008_and_counted(main_store, amzn, tmp_path):
     url, _, _ = main_store
     bars = amzn["1s"]  # 3,162 bars, ~250 bytes each
-    app = create_app(service_config(url, tmp_path, client_buffer=256 * 1024))
+    app = create_app(service_config(url, tmp_path, client_buffer=1 << 20))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         rounds = 8  # ~6 MB: more than the kernel buffers of a stuck loopback socket
         ready = threading.Event()
