@@ -32,10 +32,11 @@ UP, DOWN = (0x13, 0x73, 0x33), (0xC5, 0x22, 0x1F)  # candle colours of static/co
 
 def colour_pixels(png: bytes, colour: tuple[int, int, int], tolerance: int = 24) -> int:
     """Pixels of ``png`` within ``tolerance`` of ``colour`` in every channel."""
+    import numpy as np
     from PIL import Image
 
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    return sum(1 for pixel in image.getdata() if all(abs(a - b) <= tolerance for a, b in zip(pixel, colour)))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int(np.all(np.abs(pixels - np.array(colour, dtype=np.int16)) <= tolerance, axis=-1).sum())
 
 
 def test_cockpit_replays_from_the_form_draws_candles_and_its_stream_matches_the_parity_node(ray_service):
