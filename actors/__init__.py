@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "sql_store": "actors.store:SqlStore",
     "parquet_sink": "actors.parquet_sink:ParquetSink",
     "recorder": "actors.recorder:Recorder",
+    "api": "actors.api:ApiSink",
 }
 
 

@@ -112,6 +112,10 @@ class ReplayerParams(BaseParams):
             to it instead of waiting; None (default) keeps every gap.
         pause_file: while this file exists the replay is paused (relative to the graph file).
         job_database_url: record the replay in ``job_runs`` there; None: no job row.
+        job_id: the id of a ``job_runs`` row that whoever launched this replay created and
+            will finish (the service's replay driver, ``service/driver.py``): batches are
+            stamped with it and the replayer writes no job row itself (``job_database_url``
+            is then ignored); None: the replayer keeps its own row as above.
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -127,6 +131,7 @@ class ReplayerParams(BaseParams):
     max_gap_ms: int | None = Field(None, gt=0)
     pause_file: OutputPath | None = None
     job_database_url: str | None = None
+    job_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -479,6 +484,9 @@ class Replayer(Source):
         if self._started:
             return
         self._started = True
+        if self.params.job_id is not None:  # the launcher owns the job row
+            self.run_id = self.params.job_id
+            return
         url = self.params.job_database_url
         if url is None:
             self.run_id = self.ctx.run_id or uuid.uuid4().hex

@@ -3,6 +3,7 @@
     python run.py parity verify PROOF        -> commands/parity.py
     python run.py export bars ...             -> commands/export.py
     python run.py backtest run CONFIG.json    -> commands/backtest.py
+    python run.py serve ...                   -> commands/serve.py
 
 ``python run.py --graph ...`` (no subcommand) runs a graph (``run.py`` itself).
 """
@@ -18,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "parity": "commands.parity",
     "export": "commands.export",
     "backtest": "commands.backtest",
+    "serve": "commands.serve",
 }
 
 

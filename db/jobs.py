@@ -25,7 +25,7 @@ from db.engine import StoreError, create_engine, describe_db_error, mask_url
 from db.tables import create_tables, job_runs
 from graph.schemas import JOB_STATUSES
 
-__all__ = ["start_job", "finish_job", "read_job"]
+__all__ = ["start_job", "finish_job", "read_job", "update_job", "list_jobs"]
 
 
 def _run(url: str, work: Callable[[Any], Any]) -> Any:
@@ -120,9 +120,81 @@ def finish_job(
 def read_job(url: str, job_id: str) -> dict[str, Any] | None:
     """The job row as a dict (``symbols``/``metadata`` decoded), or None."""
     row = _run(url, lambda c: c.execute(sa.select(job_runs).where(job_runs.c.id == job_id)).mappings().first())
-    if row is None:
-        return None
+    return None if row is None else _decoded(row)
+
+
+def _decoded(row: Any) -> dict[str, Any]:
     out = dict(row)
     out["symbols"] = orjson.loads(out["symbols"]) if out["symbols"] else []
     out["metadata"] = orjson.loads(out["metadata"]) if out["metadata"] else {}
     return out
+
+
+def update_job(
+    url: str,
+    job_id: str,
+    *,
+    rows_written: int | None = None,
+    min_ts: int | None = None,
+    max_ts: int | None = None,
+    metadata_patch: dict[str, Any] | None = None,
+    only_running: bool = True,
+) -> bool:
+    """Record a running job's progress: counters, event-time range, metadata keys.
+
+    ``metadata_patch`` keys replace the same keys of the stored ``metadata`` (others
+    are kept). The status is not changed (see :func:`finish_job`).
+
+    Args:
+        url: the store.
+        job_id: the job.
+        rows_written, min_ts, max_ts: new values (None: unchanged).
+        metadata_patch: keys to set in ``metadata``.
+        only_running: update only while the row is ``running`` (a late progress report
+            never overwrites a finished job).
+
+    Returns:
+        True if a row was updated.
+
+    Raises:
+        StoreError: the database refused the write.
+    """
+    values: dict[str, Any] = {}
+    for name, value in (("rows_written", rows_written), ("min_ts", min_ts), ("max_ts", max_ts)):
+        if value is not None:
+            values[name] = int(value)
+
+    def work(connection: Any) -> bool:
+        condition = job_runs.c.id == job_id
+        if only_running:
+            condition = sa.and_(condition, job_runs.c.status == "running")
+        update = dict(values)
+        if metadata_patch:
+            stored = connection.execute(sa.select(job_runs.c.metadata).where(condition)).scalar()
+            if stored is None and not values:
+                return False
+            merged = {**(orjson.loads(stored) if stored else {}), **metadata_patch}
+            update["metadata"] = orjson.dumps(merged).decode()
+        if not update:
+            return False
+        return connection.execute(job_runs.update().where(condition).values(**update)).rowcount == 1
+
+    return bool(_run(url, work))
+
+
+def list_jobs(url: str, job_name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The most recent jobs (newest ``started_at`` first), decoded as :func:`read_job`.
+
+    Args:
+        url: the store.
+        job_name: only jobs of this name (``replay``, ``export``); None: all.
+        limit: at most this many rows (>= 1).
+
+    Raises:
+        StoreError: the database cannot be read.
+    """
+    statement = sa.select(job_runs).order_by(job_runs.c.started_at.desc(), job_runs.c.id).limit(max(1, int(limit)))
+    if job_name is not None:
+        statement = statement.where(job_runs.c.job_name == job_name)
+    rows = _run(url, lambda c: c.execute(statement).mappings().all())
+    return [_decoded(row) for row in rows]

@@ -29,6 +29,7 @@ __all__ = [
     "read_bars_async",
     "read_quarantine",
     "distinct_values_async",
+    "ts_range_async",
 ]
 
 
@@ -119,6 +120,21 @@ async def distinct_values_async(url: str | URL, table: str | sa.Table, column: s
     finally:
         await engine.dispose()
     return sorted(values)
+
+
+async def ts_range_async(url: str | URL, table: str | sa.Table, where: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(min ts, max ts)`` of the rows matching ``where`` (equality filters), or None if none match."""
+    table = table if isinstance(table, sa.Table) else metadata.tables[table]
+    statement = sa.select(sa.func.min(table.c.ts), sa.func.max(table.c.ts))
+    for name, value in where.items():
+        statement = statement.where(table.c[name] == value)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            low, high = (await connection.execute(statement)).one()
+    finally:
+        await engine.dispose()
+    return None if low is None else (int(low), int(high))
 
 
 async def _fetch(url: str | URL, table: sa.Table, statement: sa.Select) -> pa.Table:

@@ -269,8 +269,9 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = 
         loaded: a validated graph (``graph.spec.load_graph``).
         backend: ``"ray"`` (actors in the connected Ray cluster; call ``ray.init``
             first) or ``"local"`` (plain objects in this process).
-        run_id: the run's id (stamped on quarantine rows; a replay's ``job_runs.id``);
-            default a new uuid4 hex.
+        run_id: the run's id: stamped on quarantine rows (a replay's ``job_runs.id``), its
+            first 6 hex digits in actor names and the ``run`` label of the actors' metrics
+            (``graph/telemetry.py``); default a new uuid4 hex.
 
     Returns:
         A :class:`GraphRun` ready to :meth:`GraphRun.run`.

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors import load_kind
+from graph import telemetry
 from graph.operator import IDLE, OperatorContext, Source, Watermark
 from graph.schemas import stamp_quarantine
 from graph.secrets import install_redaction, redact
@@ -252,7 +253,8 @@ class HostConfig:
         inputs: the channels (``"node#shard"``) this host receives from.
         graph_file: the graph file (None when built in code).
         event_time: the graph's ``event_time`` settings (``EventTimeSettings.model_dump()``).
-        run_id: the graph run's id (uuid4 hex): stamped on every quarantine row.
+        run_id: the graph run's id (uuid4 hex): stamped on every quarantine row; the ``run``
+            label of its metrics (``graph/telemetry.py``).
     """
 
     node_id: str
@@ -291,6 +293,7 @@ class NodeHost:
         self.quarantined: dict[str, int] = {}
         self._rejections = 0  # quarantine rows emitted so far: the next one's position
         self._events: Iterator | None = None
+        self.telemetry: Any = telemetry.NULL_TELEMETRY  # actor metrics (graph/telemetry.py)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> str:
@@ -317,6 +320,7 @@ class NodeHost:
             run_id=cfg.run_id,
         )
         self.op = self._guard(lambda: cls(params, ctx))
+        self.telemetry = telemetry.for_host(self, cls)
         return self.channel
 
     def connect(self, routes: list[Route], transport: LocalTransport | RayTransport) -> None:
@@ -355,6 +359,7 @@ class NodeHost:
             if tag == DATA:
                 _, stream, batch = message
                 self.rows_in += batch.num_rows
+                self.telemetry.received(stream, batch)
                 self._route(self._guard(lambda: self.op.on_batch(stream, batch)), outbox)
             elif tag == WATERMARK:
                 self.channel_wm[channel] = message[1]
@@ -371,6 +376,7 @@ class NodeHost:
         self._send(outbox)
         if ended:
             self._finish()
+        self.telemetry.after_step(self)
 
     def _advance_watermark(self, outbox: dict) -> None:
         marks = list(self.channel_wm.values())
@@ -425,6 +431,7 @@ class NodeHost:
         self._send(outbox)
         if done:
             self._finish()
+        self.telemetry.after_step(self)
         return self._progress()
 
     def _emit_source_event(self, event: Any, outbox: dict) -> None:
@@ -450,6 +457,7 @@ class NodeHost:
                 batch = stamp_quarantine(batch, cfg.run_id, self._rejections, cfg.num_shards, cfg.shard)
                 self._rejections += batch.num_rows
             self.rows_out[stream] = self.rows_out.get(stream, 0) + batch.num_rows
+            self.telemetry.emitted(stream, batch)
             if stream == "quarantine":
                 for item in pc.value_counts(batch.column("reason")).to_pylist():
                     self.quarantined[item["values"]] = self.quarantined.get(item["values"], 0) + item["counts"]
@@ -542,6 +550,7 @@ class NodeHost:
         except NodeFailure:
             raise
         except Exception as exc:
+            self.telemetry.failed(self)
             self.failure = NodeFailure(
                 self.config.node_id,
                 self.config.shard,

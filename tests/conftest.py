@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
+
+# Graphs with an api node (config/live.yaml) listen on a free port in tests, never on 8000.
+os.environ.setdefault("TICKGRAPH_API_PORT", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
