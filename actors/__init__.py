@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     # sinks
     "sql_store": "actors.store:SqlStore",
     "parquet_sink": "actors.parquet_sink:ParquetSink",
+    "catalog": "actors.catalog_sink:CatalogSink",
     "recorder": "actors.recorder:Recorder",
     "api": "actors.api:ApiSink",
 }

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from actors import tick_formats as formats
+from actors.source_shards import Partition, ShardPlan
 from graph.operator import Emit, OperatorContext, Source, Watermark
 from graph.operator import Params as BaseParams
 from graph.params import InputFile
@@ -205,12 +206,16 @@ class _Feed:
         self.carry = _NO_KEY  # running max of (plausible) ts so far
         self.done = False
 
-    def push(self, ticks: pa.RecordBatch) -> None:
+    def push(self, ticks: pa.RecordBatch, keep: np.ndarray | None = None) -> None:
+        """Take ``ticks`` (the feed is empty); merge keys run over every row, then only the
+        rows ``keep`` marks (a source shard's, see ``actors/source_shards.py``) stay."""
         ts = ticks.column("ts").to_numpy()
         counted = self.plausible.contains(ts) & watermark_rows(ticks)
         keys = np.maximum.accumulate(ts if counted.all() else np.where(counted, ts, _NO_KEY))
         np.maximum(keys, self.carry, out=keys)
         self.carry = int(keys[-1])
+        if keep is not None:
+            ticks, keys = ticks.filter(pa.array(keep)), keys[keep]
         self.ticks, self.keys = ticks, keys
 
     def pop(self, count: int) -> tuple[pa.RecordBatch, np.ndarray]:
@@ -220,6 +225,13 @@ class _Feed:
 
 
 _NO_KEY = int(np.iinfo(np.int64).min)
+
+
+def _carry(ticks: pa.RecordBatch, plausible: EventTimeRange) -> int:
+    """The largest plausible, watermark-moving ``ts`` of ``ticks`` (merge keys run on)."""
+    ts = ticks.column("ts").to_numpy()
+    counted = plausible.contains(ts) & watermark_rows(ticks)
+    return int(ts[counted].max()) if counted.any() else _NO_KEY
 
 #: A filter applied to each chunk of ticks as read: TICK batch -> bool mask of rows to keep
 #: (numpy, shape (n,)), or None to keep all. Rows not kept are counted as ``filtered``.
@@ -242,6 +254,10 @@ class TickMerge:
             ``rows_read``, ``ticks`` (read and kept), ``quarantined``, ``filtered``, ``slow_path``.
         keep: optional :data:`TickFilter` (symbols, time range).
         plausible: the plausible event times; ticks outside never advance a merge key.
+        partition: optional :data:`TickFilter` of a source shard: applied after the merge
+            keys are computed over every row, so the shard's rows keep the keys (and the
+            order) they have in the unsharded merge; rows it drops are counted as
+            ``other_shards``.
     """
 
     def __init__(
@@ -250,11 +266,13 @@ class TickMerge:
         stats: list[dict[str, Any]],
         keep: TickFilter | None = None,
         plausible: EventTimeRange | None = None,
+        partition: TickFilter | None = None,
     ) -> None:
         self._readers = readers
         self._stats = stats
         self._keep = keep
         self._plausible = plausible or EventTimeRange()
+        self._partition = partition
         self._feeds: list[_Feed] = []
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch, np.ndarray | None]]:
@@ -287,9 +305,18 @@ class TickMerge:
                     kept = ticks.filter(pa.array(mask))
                     stats["filtered"] += ticks.num_rows - kept.num_rows
                     ticks = kept
-            stats["ticks"] += ticks.num_rows
-            if ticks.num_rows:
-                feed.push(ticks)
+            if not ticks.num_rows:
+                continue
+            mine = self._partition(ticks) if self._partition is not None else None
+            if mine is not None and not mine.all():
+                stats["other_shards"] = stats.get("other_shards", 0) + ticks.num_rows - int(np.count_nonzero(mine))
+                if not mine.any():
+                    feed.carry = max(feed.carry, _carry(ticks, self._plausible))
+                    continue
+            else:
+                mine = None
+            feed.push(ticks, mine)
+            stats["ticks"] += feed.ticks.num_rows
 
     def _merge_step(self) -> tuple[pa.RecordBatch, np.ndarray] | None:
         """Every pending tick that no unread row can precede; None when all is emitted.
@@ -350,6 +377,7 @@ class FileReplay(Source):
 
     For pacing (``speed``), time filters, pause/resume and job bookkeeping use the
     ``replay`` kind (:class:`actors.replayer.Replayer`), which reads the same files.
+    With ``parallelism: N`` the node runs N source shards (``actors/source_shards.py``).
     """
 
     class Params(BaseParams):
@@ -359,13 +387,17 @@ class FileReplay(Source):
             files: the inputs, merged in event-time order; ties go to the earlier file.
             symbols: keep only these symbols (others are counted as ``filtered``); None keeps all.
             batch_rows: maximum rows per emitted ticks batch.
+            partition: with ``parallelism`` > 1: ``symbols`` or ``files`` (``actors/source_shards.py``).
         """
 
         files: list[FileSpec] = Field(min_length=1)
         symbols: list[str] | None = None
         batch_rows: int = Field(65_536, gt=0)
+        partition: Partition = "symbols"
 
     outputs: ClassVar[dict[str, pa.Schema]] = {"ticks": TICK, "quarantine": QUARANTINE}
+    #: May run as several source shards (``parallelism``), each reading its part.
+    shardable: ClassVar[bool] = True
 
     def __init__(self, params: FileReplay.Params, ctx: OperatorContext, block_bytes: int = formats.BLOCK_BYTES) -> None:
         super().__init__(params, ctx)
@@ -374,6 +406,7 @@ class FileReplay(Source):
         self._stats = {key: new_stats(spec.format) for key, spec in zip(self._keys, params.files)}
         self._merge: TickMerge | None = None
         self._emitted = 0
+        self._plan = ShardPlan(ctx, params.partition, [getattr(spec, "symbol", None) for spec in params.files])
 
     def events(self) -> Iterator[Emit | Watermark]:
         """Yield ``("ticks", batch)`` + ``Watermark`` pairs and ``("quarantine", batch)`` until the end.
@@ -382,9 +415,14 @@ class FileReplay(Source):
             FileNotFoundError: a file vanished after validation.
             ValueError: a file's content contradicts its format (e.g. LOBSTER row counts differ).
         """
-        readers = [spec.read(self.block_bytes) for spec in self.params.files]
+        plan = self._plan
+        read = [i for i in range(len(self.params.files)) if plan.reads(i)]
+        readers = [plan.chunks(i, self.params.files[i].read(self.block_bytes)) for i in read]
+        stats = list(self._stats.values())
         plausible = self.ctx.event_time_range
-        self._merge = TickMerge(readers, list(self._stats.values()), symbol_filter(self.params.symbols), plausible)
+        self._merge = TickMerge(
+            readers, [stats[i] for i in read], symbol_filter(self.params.symbols), plausible, partition=plan.row_mask
+        )  # fmt: skip
         watermarks = WatermarkGenerator("replay", allowed_lateness_ns=self.ctx.allowed_lateness_ns)
         pending: list[pa.RecordBatch] = []
         pending_rows, limit = 0, self.params.batch_rows
@@ -403,7 +441,7 @@ class FileReplay(Source):
                 newest = plausible.plausible_max(ts[watermark_rows(batch)])
                 if newest is not None:
                     watermarks.observe(newest)
-                yield "ticks", batch
+                yield "ticks", plan.stamp(batch)
                 watermark = watermarks.current()
                 if watermark is not None:
                     yield Watermark(watermark)

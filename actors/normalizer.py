@@ -39,7 +39,9 @@ source's watermark -- except ticks marked ``advances_watermark = False`` (a quot
 feed stamps with its receive time, the old trades of a subscription snapshot): a live
 feed keeps them from moving its watermark, the recorder keeps the mark, and so the
 normalizer and every replay of the recording follow the same rule
-(:func:`graph.schemas.watermark_rows`). Under ``amend`` late
+(:func:`graph.schemas.watermark_rows`). Behind a sharded source (``actors/source_shards.py``)
+the running maximum is kept per source shard (the batches' ``tickgraph.source_shard``), so a
+verdict never depends on how the shards' batches interleave. Under ``amend`` late
 ticks are accepted (counted as ``late_accepted``) and the bar engine corrects the
 confirmed bars they change. The bar engine applies the same rule for graphs without a
 normalizer; behind a normalizer it never sees a late tick under ``drop``.
@@ -68,6 +70,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from actors.source_shards import source_shard
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK, stream_source, watermark_rows
 from graph.times import iso_ns
@@ -182,7 +185,7 @@ class Normalizer(Operator):
         self._late_accepted = 0
         self._quarantined = dict.fromkeys(REASONS, 0)
         self._watermark: int | None = None
-        self._max_ts = _NONE  # largest plausible ts received so far
+        self._max_ts: dict[str | None, int] = {}  # largest plausible ts received so far, per source shard
         self._plausible = ctx.event_time_range
         self._row_watermark = np.zeros(0, dtype=np.int64)  # per row of the current batch
 
@@ -210,7 +213,7 @@ class Normalizer(Operator):
             return []
         ts = batch["ts"].to_numpy()
         plausible = self._plausible.contains(ts)
-        self._row_watermark = self._watermarks(ts, plausible & watermark_rows(batch))
+        self._row_watermark = self._watermarks(ts, plausible & watermark_rows(batch), source_shard(batch))
         reason = self._reasons(batch, ts, plausible)
         if self.params.dedup:
             self._dedup(batch, reason)
@@ -228,15 +231,16 @@ class Normalizer(Operator):
             emits.append(("quarantine", self._quarantine(batch, reason)))
         return emits
 
-    def _watermarks(self, ts: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    def _watermarks(self, ts: np.ndarray, counted: np.ndarray, shard: str | None) -> np.ndarray:
         """The watermark each row is judged against (int64 ns; ``_NONE``: none yet), and
-        the running maximum (over the ``counted`` rows) advanced past the batch. See the
-        module docstring."""
+        the running maximum (over the ``counted`` rows, of the batch's source shard)
+        advanced past the batch. See the module docstring."""
         seen = np.maximum.accumulate(np.where(counted, ts, _NONE))
+        prior = self._max_ts.get(shard, _NONE)
         before = np.empty_like(seen)
-        before[0] = self._max_ts
-        np.maximum(seen[:-1], self._max_ts, out=before[1:])
-        self._max_ts = max(self._max_ts, int(seen[-1]))
+        before[0] = prior
+        np.maximum(seen[:-1], prior, out=before[1:])
+        self._max_ts[shard] = max(prior, int(seen[-1]))
         lateness = self.ctx.allowed_lateness_ns
         marks = np.where(before == _NONE, _NONE, before - lateness)
         if self._watermark is not None:
@@ -276,7 +280,7 @@ class Normalizer(Operator):
             "late_accepted": self._late_accepted,
             "quarantined": dict(self._quarantined),
             "watermark": self._watermark,
-            "max_ts": self._max_ts,
+            "max_ts": dict(self._max_ts),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -287,7 +291,8 @@ class Normalizer(Operator):
         self._late_accepted = state.get("late_accepted", 0)
         self._quarantined = {**dict.fromkeys(REASONS, 0), **state["quarantined"]}
         self._watermark = state.get("watermark")
-        self._max_ts = state.get("max_ts", _NONE)
+        max_ts = state.get("max_ts", {})
+        self._max_ts = dict(max_ts) if isinstance(max_ts, dict) else {None: max_ts}
 
     # -- internals ---------------------------------------------------------------------
 

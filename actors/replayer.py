@@ -1,8 +1,13 @@
-"""The replayer (node kind ``replay``): tick files or the ``tick_data`` table, paced in event time.
+"""The replayer (node kind ``replay``): tick files, the tick catalog or ``tick_data``, paced in event time.
 
-Inputs are the file formats of ``file_replay`` (canonical CSV/Parquet, LOBSTER, Tardis)
-and the store's ``tick_data`` table, merged in event time by the same
+Inputs are the file formats of ``file_replay`` (canonical CSV/Parquet, LOBSTER, Tardis),
+the ticks stored in a tick catalog (``catalog``: one input per symbol, read through
+``catalog/reader.py``, pruned by ``symbols`` and ``[start, end)`` before any file is
+opened) and the store's ``tick_data`` table, merged in event time by the same
 :class:`~actors.file_replay.TickMerge`, filtered by ``symbols`` and ``[start, end)``.
+Inputs are ordered files, then catalog symbols (sorted), then ``tick_data``: ties in
+event time go to the earlier input. With ``parallelism: N`` the node runs N source shards
+(``actors/source_shards.py``).
 
 Output, a pure function of the data and the params (never of ``speed``, the wall clock or
 pauses), so a burst and a paced replay emit the very same stream::
@@ -44,7 +49,10 @@ once the input is exhausted *and* the whole graph downstream has drained (the ho
 :meth:`Replayer.end`), ``failed`` (with ``error_message``, escaped) when reading raises (a
 file that disappears mid-run) or a node downstream fails (a sink at end-of-stream), or
 ``cancelled`` when the replay stops before its end (``--duration``, Ctrl-C). ``rows_written``/``min_ts``/``max_ts`` describe the ticks
-emitted.
+emitted. With source shards, shard 0 inserts the row and records the outcome when its own
+stream has drained; every other shard adds its ticks, event-time range and symbols to the
+row as it ends (one atomic update each, ``db.jobs.add_to_job``). The outcome is shard 0's:
+until the driver owns job rows, a shard still draining after shard 0 ended is not waited for.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from actors import tick_formats as formats
 from actors.clock import ClockMode, MarketClock
 from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, take_rows
+from actors.source_shards import Partition, ShardPlan
 from db.engine import StoreError, absolute_sqlite_url, mask_url, writable_store_url
 from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
 from graph.operator import Params as BaseParams
@@ -96,6 +105,8 @@ class ReplayerParams(BaseParams):
     Attributes:
         files: tick files (formats of ``file_replay``: canonical, lobster, tardis_trades,
             tardis_quotes); merged in event time, ties to the earlier file.
+        catalog: also (or only) replay the ticks of this tick catalog directory (relative
+            to the graph file; ``catalog/layout.py``).
         database_url: also (or only) replay the ``tick_data`` table of this store.
         symbols: only these symbols; None replays every symbol.
         start: only ticks with ``ts >= start``: int ns UTC or ISO-8601 with offset.
@@ -116,11 +127,14 @@ class ReplayerParams(BaseParams):
             will finish (the service's replay driver, ``service/driver.py``): batches are
             stamped with it and the replayer writes no job row itself (``job_database_url``
             is then ignored); None: the replayer keeps its own row as above.
+        partition: with ``parallelism`` > 1: ``symbols`` or ``files`` (``actors/source_shards.py``;
+            a catalog symbol and a LOBSTER pair are inputs of known symbol).
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
     files: list[FileSpec] = Field(default_factory=list)
+    catalog: OutputPath | None = None
     database_url: str | None = None
     symbols: list[str] | None = None
     start: int | None = None
@@ -132,6 +146,14 @@ class ReplayerParams(BaseParams):
     pause_file: OutputPath | None = None
     job_database_url: str | None = None
     job_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    partition: Partition = "symbols"
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"no tick catalog directory at {value} (run a job with a 'catalog' sink first)")
+        return value
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -159,8 +181,8 @@ class ReplayerParams(BaseParams):
 
     @model_validator(mode="after")
     def _check(self) -> ReplayerParams:
-        if not self.files and self.database_url is None:
-            raise ValueError("a replay needs 'files', 'database_url' (the tick_data table) or both")
+        if not self.files and self.database_url is None and self.catalog is None:
+            raise ValueError("a replay needs 'files', 'catalog' (a tick catalog), 'database_url' (the tick_data table) or several")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end} ns) must be after start ({self.start} ns)")
         return self
@@ -192,6 +214,8 @@ class Replayer(Source):
 
     Params: ClassVar[type[ReplayerParams]] = ReplayerParams
     outputs: ClassVar[dict[str, pa.Schema]] = {"ticks": TICK, "quarantine": QUARANTINE}
+    #: May run as several source shards (``parallelism``), each reading its part.
+    shardable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -215,9 +239,17 @@ class Replayer(Source):
         )
         sources = [spec.source for spec in params.files]
         kinds = [spec.format for spec in params.files]
+        symbols: list[str | None] = [getattr(spec, "symbol", None) for spec in params.files]
+        self._catalog_inputs = self._catalog_readers()
+        for name, symbol, _ in self._catalog_inputs:
+            sources.append(name)
+            kinds.append("catalog")
+            symbols.append(symbol)
         if params.database_url is not None:
             sources.append(f"tick_data@{mask_url(params.database_url)}")
             kinds.append("tick_data")
+            symbols.append(None)
+        self._plan = ShardPlan(ctx, params.partition, symbols)
         self._keys = input_keys(sources)
         self._stats = {key: new_stats(kind) for key, kind in zip(self._keys, kinds)}
         self._merge: TickMerge | None = None
@@ -371,6 +403,7 @@ class Replayer(Source):
         readers: list[Iterator[formats.TickChunk]] = [
             _watch(_paths(spec), spec.read(self.block_bytes)) for spec in params.files
         ]
+        readers += [_catalog_chunks(batches) for _, _, batches in self._catalog_inputs]
         if params.database_url is not None:
             readers.append(
                 formats.read_tick_table(
@@ -381,7 +414,13 @@ class Replayer(Source):
                     chunk_rows=params.batch_rows,
                 )  # fmt: skip
             )
-        self._merge = TickMerge(readers, list(self._stats.values()), self._filter(), self.ctx.event_time_range)
+        plan = self._plan
+        read = [i for i in range(len(readers)) if plan.reads(i)]
+        stats = list(self._stats.values())
+        self._merge = TickMerge(
+            [plan.chunks(i, readers[i]) for i in read], [stats[i] for i in read], self._filter(),
+            self.ctx.event_time_range, partition=plan.row_mask,
+        )  # fmt: skip
         interval_ms = params.batch_interval_ms
         if interval_ms is None:
             interval_ms = 0 if params.speed == 0 else 100
@@ -456,7 +495,21 @@ class Replayer(Source):
         self._max_ts = bounds["max"] if self._max_ts is None else max(self._max_ts, bounds["max"])
         self._providers.update(pc.unique(batch.column("provider")).to_pylist())
         self._symbols_seen.update(pc.unique(batch.column("symbol")).to_pylist())
-        return batch.replace_schema_metadata({REPLAY_RUN_ID_KEY: self.run_id})
+        return self._plan.stamp(batch.replace_schema_metadata({REPLAY_RUN_ID_KEY: self.run_id}))
+
+    def _catalog_readers(self) -> list[tuple[str, str, Iterator[pa.RecordBatch]]]:
+        """``(input name, symbol, batches)`` of the ``catalog`` param's ticks (none without it).
+
+        Listed once, when the node is built (pruned by ``symbols``, ``start``, ``end``;
+        ``StoreReader.tick_inputs`` bounds the ticks the merge holds whatever the number
+        of symbols).
+        """
+        params = self.params
+        if params.catalog is None:
+            return []
+        from catalog.reader import StoreReader
+
+        return StoreReader(params.catalog).tick_inputs(params.symbols, params.start, params.end, max_rows=params.batch_rows)
 
     # -- job bookkeeping ------------------------------------------------------------------------
     def _job_metadata(self) -> dict[str, Any]:
@@ -476,6 +529,8 @@ class Replayer(Source):
         for spec in self.params.files:
             fallback = "tardis" if spec.format.startswith("tardis") else spec.format
             names.append(getattr(spec, "provider", None) or fallback)
+        if self.params.catalog is not None:
+            names.append("catalog")
         if self.params.database_url is not None:
             names.append("tick_data")
         return ",".join(dict.fromkeys(names))
@@ -494,18 +549,24 @@ class Replayer(Source):
         from db.jobs import start_job
 
         clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
+        sharded = self._plan.sharded
+        if sharded and not self.ctx.run_id:
+            raise ValueError(f"replay {self.ctx.node_id!r}: source shards share one job row and need the run's id")
         self.run_id = start_job(
             url, "replay", provider=self._provider(), symbols=self.params.symbols or [],
-            metadata_json=self._job_metadata(), job_id=self.ctx.run_id or None, **clock,
+            metadata_json=self._job_metadata(), job_id=self.ctx.run_id or None, if_absent=sharded, **clock,
         )  # fmt: skip
         self._job_open = True
 
     def _finish(self, status: str, error: str | None = None) -> None:
-        """Close the job row once (no-op without a job table or if already closed)."""
+        """Close the job row once (no-op without a job table or if already closed).
+
+        A source shard adds its counts to the shared row; shard 0 also records the outcome.
+        """
         if not self._job_open:
             return
         self._job_open = False
-        from db.jobs import finish_job
+        from db.jobs import add_to_job, finish_job
 
         metadata = {
             **self._job_metadata(),
@@ -514,9 +575,17 @@ class Replayer(Source):
             **self.metrics_totals(),
         }
         clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
+        url, plan = self.params.job_database_url, self._plan
         try:
+            if plan.sharded:
+                add_to_job(url, self.run_id, rows=self._emitted, min_ts=self._min_ts, max_ts=self._max_ts,
+                           symbols=sorted(self._symbols_seen))  # fmt: skip
+                if plan.shard == 0:
+                    metadata["source_shards"] = plan.num_shards
+                    finish_job(url, self.run_id, status, error_message=error, metadata_json=metadata, **clock)
+                return
             finish_job(
-                self.params.job_database_url, self.run_id, status, rows_written=self._emitted,
+                url, self.run_id, status, rows_written=self._emitted,
                 min_ts=self._min_ts, max_ts=self._max_ts, error_message=error, metadata_json=metadata,
                 symbols=sorted(self._symbols_seen), **clock,
             )  # fmt: skip
@@ -558,6 +627,12 @@ class Replayer(Source):
             "min_ts": self._min_ts,
             "max_ts": self._max_ts,
         }
+
+
+def _catalog_chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[formats.TickChunk]:
+    """A catalog input's TICK batches as reader chunks (stored ticks: nothing to quarantine)."""
+    for batch in batches:
+        yield formats.TickChunk(batch, None, batch.num_rows)
 
 
 def _paths(spec: Any) -> list[Path]:

@@ -2,6 +2,7 @@
 
     python run.py parity verify PROOF        -> commands/parity.py
     python run.py export bars ...             -> commands/export.py
+    python run.py query "SQL"                  -> commands/query.py
     python run.py backtest run CONFIG.json    -> commands/backtest.py
     python run.py serve ...                   -> commands/serve.py
 
@@ -18,6 +19,7 @@ __all__ = ["SUBCOMMANDS", "dispatch"]
 SUBCOMMANDS: dict[str, str] = {
     "parity": "commands.parity",
     "export": "commands.export",
+    "query": "commands.query",
     "backtest": "commands.backtest",
     "serve": "commands.serve",
 }

@@ -8,7 +8,8 @@
 Times are ISO 8601; a time without a zone is UTC and a bare date is its UTC midnight.
 The range is half open, ``[start, end)``, on event time (bars: the bar open time).
 ``--database-url`` defaults to ``$TICKGRAPH_DATABASE_URL``, else ``sqlite:///tickgraph.db``
-(the main job's default). ``--format`` defaults to ``csv`` for a ``.csv`` output, else
+(the main job's default); ``--catalog-dir`` (ticks and per-tick signals) to
+``$TICKGRAPH_CATALOG_DIR``, else ``out/catalog``. ``--format`` defaults to ``csv`` for a ``.csv`` output, else
 ``parquet``. The logic is ``db/export.py``; each export is a ``job_runs`` row.
 
 Exit codes: 0 written (also when no rows matched: the file then has the schema and no
@@ -79,6 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeframe", default=None, help="bars only: 1s 1m 5m 15m 1h 1d (default 1m)")
     parser.add_argument("--format", dest="fmt", default=None, help="parquet or csv (default: from the output suffix, else parquet)")
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default $TICKGRAPH_DATABASE_URL or sqlite:///tickgraph.db)")
+    parser.add_argument("--catalog-dir", type=Path, default=None, help="tick catalog (default $TICKGRAPH_CATALOG_DIR or out/catalog)")
     parser.add_argument("--provider", default=None, help="ticks/signals only: keep one provider")
     parser.add_argument("--names", default=None, help="signals only: comma-separated signal names")
     parser.add_argument("--output", required=True, type=Path, help="file to write (replaced if it exists)")
@@ -93,6 +95,7 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str]) -> int:
     """Run the export command; returns the exit code."""
     args = parse_args(argv)
+    from catalog.layout import default_catalog_dir
     from db.engine import StoreError
     from db.export import ExportError, ExportRequest, run_export
 
@@ -114,6 +117,7 @@ def main(argv: list[str]) -> int:
         timeframe=timeframe,
         provider=args.provider,
         names=None if args.names is None else [n.strip() for n in args.names.split(",") if n.strip()],
+        catalog_dir=args.catalog_dir.expanduser().absolute() if args.catalog_dir is not None else default_catalog_dir(),
     )
     try:
         result = run_export(request)

@@ -4,12 +4,15 @@
                             start_ns=..., end_ns=..., timeframe="1m", output=Path("amzn_1m.parquet"))
     result = run_export(request)         # ExportResult(rows=387, job_id=..., ...)
 
-Rows are the stored rows of ``tick_data``, ``bars_ohlcv`` or ``signals`` for the given
-symbols with ``start_ns <= ts < end_ns`` (bars: bar open time; and one timeframe),
-ordered by the table's primary key. Columns are the table's, typed as the Arrow
-schemas (``db/tables.py``), except that ``ts`` (and ``signals.created_at``) are
-``timestamp[ns, tz=UTC]``: nanoseconds survive, and pandas, polars and DuckDB read them
-as UTC datetimes. Parquet keeps nullability and types exactly (pyarrow stores the Arrow
+Rows are the stored ticks, bars or signals for the given symbols with
+``start_ns <= ts < end_ns`` (bars: bar open time; and one timeframe), read through the one
+read path over the tick catalog and the SQL store (``catalog/reader.py``): ticks from the
+catalog (and ``tick_data``), ordered by (symbol, ts, seq); signals from the catalog
+(per-tick) and ``signals`` (bar-level), ordered by (symbol, ts, name, provider); bars from
+``bars_ohlcv`` by (symbol, ts). Columns are the stream schemas' (``graph/schemas.py``;
+signals plus ``created_at``, null for catalog rows), except that ``ts`` (and
+``created_at``) are ``timestamp[ns, tz=UTC]``: nanoseconds survive, and pandas, polars and
+DuckDB read them as UTC datetimes. Parquet keeps nullability and types exactly (pyarrow stores the Arrow
 schema); CSV has a header row, ``ts`` as ``2012-06-21 13:30:00.017459617Z``, nulls
 empty.
 
@@ -18,7 +21,8 @@ place, so a reader never sees half a file; an existing file at ``output`` is rep
 An empty result writes a file with the schema and no rows (``ExportResult.rows == 0``).
 Each export is one ``job_runs`` row (``job_name`` ``export``, status ``completed`` or
 ``failed``, ``rows_written``, event-time range, output path and parameters in
-``metadata``), written to the database exported from.
+``metadata``), written to the SQL store named by ``url`` (created if it is a SQLite file
+that does not exist yet and the catalog has the rows).
 
 Argument problems (unknown symbol, reversed range, bad timeframe, unwritable output,
 missing database) raise :class:`ExportError` before any job row is written.
@@ -26,7 +30,6 @@ missing database) raise :class:`ExportError` before any job row is written.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import time
@@ -36,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -44,7 +46,6 @@ from sqlalchemy.engine import make_url
 
 from db.engine import StoreError, absolute_sqlite_url, async_url, mask_url
 from db.jobs import finish_job, start_job
-from db.read import distinct_values_async, read_range_async
 from db.tables import arrow_schema, bars_ohlcv, signals, tick_data
 from graph.timeframes import TIMEFRAMES
 from graph.times import iso_ns
@@ -60,7 +61,7 @@ __all__ = [
     "validate_request",
 ]
 
-#: Dataset name -> the table it exports.
+#: Dataset name -> the SQL table holding it (ticks and signals: also the tick catalog).
 DATASETS: dict[str, sa.Table] = {"ticks": tick_data, "bars": bars_ohlcv, "signals": signals}
 FORMATS = ("parquet", "csv")
 _TIMESTAMP = pa.timestamp("ns", tz="UTC")
@@ -78,6 +79,7 @@ class ExportRequest:
     Attributes:
         dataset: ``ticks``, ``bars`` or ``signals``.
         url: SQLAlchemy URL of the store to read (and to record the job in).
+        catalog_dir: the tick catalog to read ticks and per-tick signals from (None: SQL only).
         symbols: symbols to export, each must be stored in the dataset's table.
         start_ns, end_ns: event-time range, int64 ns UTC, ``start_ns <= ts < end_ns``.
         output: the file to write (parent directories are created).
@@ -97,6 +99,7 @@ class ExportRequest:
     timeframe: str | None = None
     provider: str | None = None
     names: Sequence[str] | None = None
+    catalog_dir: Path | None = None
 
 
 @dataclass
@@ -120,21 +123,30 @@ class ExportResult:
 
 
 def export_schema(dataset: str) -> pa.Schema:
-    """The Arrow schema of an export file: the table's, with ns UTC timestamps for time columns."""
-    schema = arrow_schema(DATASETS[dataset])
+    """The Arrow schema of an export file: the rows' (TICK; SIGNAL + ``created_at``; the
+    ``bars_ohlcv`` columns) with ns UTC timestamps for time columns."""
+    from catalog.reader import SIGNAL_ROWS
+
+    schema = SIGNAL_ROWS if dataset == "signals" else arrow_schema(DATASETS[dataset])
     return pa.schema([f.with_type(_TIMESTAMP) if f.name in _TIME_COLUMNS else f for f in schema])
+
+
+def _reader(request: ExportRequest) -> Any:
+    from catalog.reader import StoreReader
+
+    return StoreReader(request.catalog_dir, request.url)
 
 
 
 
 def _database_missing(url: str) -> str | None:
     """Why ``url`` names no existing database (SQLite file absent), else None."""
-    parsed = make_url(absolute_sqlite_url(url))
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-        if not Path(database).is_file():
-            return f"--database-url: no SQLite database at {database} (run a job that stores data first)"
-    return None
+    from catalog.reader import sql_database_exists
+
+    if sql_database_exists(url):
+        return None
+    database = make_url(absolute_sqlite_url(url)).database
+    return f"--database-url: no SQLite database at {database} (run a job that stores data first)"
 
 
 def validate_request(request: ExportRequest) -> Path:
@@ -170,20 +182,21 @@ def validate_request(request: ExportRequest) -> Path:
     except ValueError as e:
         raise ExportError(f"--database-url: {e}") from None
     missing = _database_missing(request.url)
-    if missing:
+    catalog = request.catalog_dir is not None and Path(request.catalog_dir).is_dir()
+    if missing and (request.dataset == "bars" or not catalog):
         raise ExportError(missing)
     table = DATASETS[request.dataset]
+    where = f"{table.name} on {mask_url(request.url)}" + (f" or the catalog {request.catalog_dir}" if catalog else "")
     try:
-        stored = asyncio.run(distinct_values_async(request.url, table, "symbol"))
+        stored = _reader(request).symbols(request.dataset)
     except (OSError, sa.exc.SQLAlchemyError) as e:
         message = f"{type(e).__name__}: {e}".splitlines()[0]
-        raise ExportError(f"--database-url: cannot read table {table.name} on {mask_url(request.url)}: {message}") from None
+        raise ExportError(f"--database-url: cannot read {where}: {message}") from None
     unknown = [s for s in request.symbols if s not in stored]
     if unknown:
-        known = ", ".join(stored[:20]) + (" ..." if len(stored) > 20 else "") if stored else "none: the table is empty"
+        known = ", ".join(stored[:20]) + (" ..." if len(stored) > 20 else "") if stored else "none: nothing is stored"
         raise ExportError(
-            f"--symbols: unknown symbol(s) {', '.join(map(repr, unknown))}: not in {table.name} on "
-            f"{mask_url(request.url)} (stored: {known})"
+            f"--symbols: unknown symbol(s) {', '.join(map(repr, unknown))}: not in {where} (stored: {known})"
         )
     return output
 
@@ -254,20 +267,15 @@ def run_export(request: ExportRequest, *, clock_ns: Callable[[], int] = time.tim
 
 
 def _read(request: ExportRequest) -> pa.Table:
-    """The stored rows as a table of :func:`export_schema`."""
-    where: dict[str, Any] = {}
+    """The stored rows as a table of :func:`export_schema` (``catalog/reader.py``)."""
+    reader = _reader(request)
+    symbols, start, end = list(request.symbols), request.start_ns, request.end_ns
     if request.dataset == "bars":
-        where["timeframe"] = request.timeframe
-    if request.provider is not None:
-        where["provider"] = request.provider
-    stored = asyncio.run(
-        read_range_async(
-            request.url, DATASETS[request.dataset], symbols=list(request.symbols),
-            start_ns=request.start_ns, end_ns=request.end_ns, where=where,
-        )
-    )  # fmt: skip
-    if request.names is not None:
-        stored = stored.filter(pc.is_in(stored.column("name"), pa.array(list(request.names), pa.string())))
+        stored = reader.bars(symbols, start, end, timeframe=request.timeframe)
+    elif request.dataset == "ticks":
+        stored = reader.ticks(symbols, start, end, provider=request.provider)
+    else:
+        stored = reader.signals(symbols, start, end, names=request.names, provider=request.provider)
     schema = export_schema(request.dataset)
     return pa.Table.from_arrays([stored.column(f.name).cast(f.type) for f in schema], schema=schema)
 

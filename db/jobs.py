@@ -25,7 +25,7 @@ from db.engine import StoreError, create_engine, describe_db_error, mask_url
 from db.tables import create_tables, job_runs
 from graph.schemas import JOB_STATUSES
 
-__all__ = ["start_job", "finish_job", "read_job", "update_job", "list_jobs"]
+__all__ = ["start_job", "finish_job", "add_to_job", "read_job", "update_job", "list_jobs"]
 
 
 def _run(url: str, work: Callable[[Any], Any]) -> Any:
@@ -55,8 +55,13 @@ def start_job(
     metadata_json: dict[str, Any] | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     job_id: str | None = None,
+    if_absent: bool = False,
 ) -> str:
     """Insert a ``running`` job row; returns its id (``job_id``, default a new uuid4 hex).
+
+    Args:
+        if_absent: leave an existing row of that id as it is (``INSERT ... ON CONFLICT DO
+            NOTHING``): the shards of one source node each make sure the row exists.
 
     Raises:
         StoreError: the database refused the write (URL masked), e.g. the id exists.
@@ -76,7 +81,19 @@ def start_job(
         "error_message": None,
         "metadata": orjson.dumps(metadata_json or {}).decode(),
     }
-    _run(url, lambda connection: connection.execute(job_runs.insert().values(**row)))
+
+    def work(connection: Any) -> None:
+        statement = job_runs.insert().values(**row)
+        if if_absent:
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
+            if dialect is None:
+                raise ValueError(f"if_absent needs SQLite or PostgreSQL, not {connection.dialect.name}")
+            statement = dialect.insert(job_runs).values(**row).on_conflict_do_nothing(index_elements=["id"])
+        connection.execute(statement)
+
+    _run(url, work)
     return job_id
 
 
@@ -114,6 +131,44 @@ def finish_job(
         values["symbols"] = orjson.dumps(sorted(symbols)).decode()
     result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
     if result.rowcount != 1:
+        raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
+
+
+def add_to_job(
+    url: str, job_id: str, *, rows: int, min_ts: int | None, max_ts: int | None, symbols: Sequence[str] = ()
+) -> None:
+    """Add one part's counts to a job row: ``rows_written += rows``, the event-time range
+    widened to ``[min_ts, max_ts]``, ``symbols`` merged (sorted); the status is unchanged.
+
+    One transaction that writes first (so concurrent parts queue on the row instead of
+    deadlocking): the parts of one job (source shards) may call it at the same time.
+
+    Raises:
+        StoreError: the database refused the write, or no job has that id.
+    """
+    column = job_runs.c
+
+    def widened(current: Any, value: int | None, smaller: bool) -> Any:
+        if value is None:
+            return current
+        beyond = current > value if smaller else current < value
+        return sa.case((sa.or_(current.is_(None), beyond), int(value)), else_=current)
+
+    def work(connection: Any) -> int:
+        updated = connection.execute(
+            job_runs.update().where(column.id == job_id).values(
+                rows_written=sa.func.coalesce(column.rows_written, 0) + int(rows),
+                min_ts=widened(column.min_ts, min_ts, smaller=True),
+                max_ts=widened(column.max_ts, max_ts, smaller=False),
+            )
+        ).rowcount
+        if updated == 1 and symbols:
+            stored = connection.execute(sa.select(column.symbols).where(column.id == job_id)).scalar()
+            merged = sorted({*(orjson.loads(stored) if stored else []), *symbols})
+            connection.execute(job_runs.update().where(column.id == job_id).values(symbols=orjson.dumps(merged).decode()))
+        return updated
+
+    if _run(url, work) != 1:
         raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
 
 

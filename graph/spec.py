@@ -416,8 +416,8 @@ def _check_graph(spec: GraphSpec, path: Path, problems: list[str]) -> LoadedGrap
             problems.append(f"nodes[{i}].inputs: a {node.kind} node is a source and takes no inputs")
         if not is_source and not node.inputs:
             problems.append(f"nodes[{i}].inputs: a {node.kind} node needs at least one input")
-        if is_source and node.parallelism != 1:
-            problems.append(f"nodes[{i}].parallelism: a source runs as one actor (got {node.parallelism})")
+        if is_source and node.parallelism != 1 and not getattr(cls, "shardable", False):
+            problems.append(f"nodes[{i}].parallelism: a {node.kind} source runs as one actor (got {node.parallelism})")
         if node.parallelism > 1 and node.key is None and getattr(cls, "keyed", False):
             problems.append(f"nodes[{i}].key: a {node.kind} node with parallelism > 1 needs a key (e.g. symbol)")
 

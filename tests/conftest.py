@@ -30,7 +30,7 @@ QUOTES = {"format": "tardis_quotes", "path": "tardis_binance_futures_btcusdt/quo
 
 
 def run_main_job(tmp_path: Path, backend: str, *overrides: str, db: str = "bars.db") -> tuple[str, dict]:
-    """Run ``config/replay.yaml`` with every output under ``tmp_path``.
+    """Run ``config/replay.yaml`` with every output under ``tmp_path`` (the catalog in ``tmp_path / "catalog"``).
 
     Returns:
         (the SQLite URL of the store, the run summary).
@@ -42,9 +42,12 @@ def run_main_job(tmp_path: Path, backend: str, *overrides: str, db: str = "bars.
     url = f"sqlite:///{tmp_path / db}"
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}", *overrides],
+        [
+            f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}",
+            f"catalog.path={tmp_path / 'catalog'}", *overrides,
+        ],
         env={},
-    )
+    )  # fmt: skip
     result = build_graph(loaded, backend=backend).run()
     return url, build_summary(loaded, result)
 

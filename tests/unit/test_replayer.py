@@ -108,7 +108,7 @@ def test_times_are_int_ns_or_iso_8601_with_offset(value, expected):
         ({"files": [LOBSTER], "end": dt.datetime(2012, 6, 21)}, r"end\n.*has no UTC offset"),  # noqa: DTZ001
         ({"files": [LOBSTER], "start": "yesterday"}, "'yesterday' is not a time"),
         ({"files": [LOBSTER], "start": 10, "end": 10}, r"end \(10 ns\) must be after start \(10 ns\)"),
-        ({}, "a replay needs 'files', 'database_url' .* or both"),
+        ({}, "a replay needs 'files', 'catalog' .*, 'database_url' .* or several"),
         ({"files": [LOBSTER], "speed": -1}, r"speed\n.*greater than or equal to 0"),
         ({"files": [LOBSTER], "speed": float("inf")}, r"speed\n.*finite number"),
         ({"files": [LOBSTER], "symbols": []}, r"symbols\n.*at least one symbol"),
