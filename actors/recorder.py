@@ -1,25 +1,27 @@
-"""The recorder (kind ``recorder``): live canonical ticks to rolling Parquet files and ``tick_data``.
+"""The recorder (kind ``recorder``): live ticks into the tick catalog (and, opt-in, ``tick_data``).
 
 Put it on a live source's ``ticks`` stream (``inputs: [source]``) and every session can
-be replayed later with the same graph: swap the source for a ``file_replay`` node
-whose ``files`` are :func:`replay_files` of the recorder's ``path``.
+be replayed later with the same graph: swap the source for a ``replay`` node whose
+``catalog`` is the recorder's ``path`` (:func:`replay_params`).
 
-Parquet: ``<path>/ticks-<start ns>-<n>.parquet`` (``n`` = 000000, 000001, ... in write
-order; ``start`` = the recorder's start, wall clock ns UTC, so sessions never overwrite
-each other). Columns are exactly TICK (``ts`` int64 ns UTC), rows in arrival order, so
-the ``file_replay`` kind's ``canonical`` format reads them as they are. A new file starts
-after ``rows_per_file`` rows, or at the first tick whose ``ts`` is ``seconds_per_file``
-or more past the first tick of the current file (event time). Because of that time
-rule a tick in a later file is never earlier than every tick of the previous file, and
-the replay's event-time merge keeps the recorded order across files (a row-count roll
-between two out-of-order ticks is the one case where a replay may reorder them). Files
-are written whole to a hidden temporary name and renamed; the open file is written at
-end of stream and on ``close()`` (a stop or an abort), so nothing received is lost.
+Parquet: the tick catalog's layout (``catalog/layout.py``)::
 
-SQL: every recorded tick is upserted into ``tick_data`` (primary key provider, symbol,
-ts, seq: re-recording the same ticks changes nothing), in background transactions of
-at most ``sql_batch_rows`` rows, at most one in flight, flushed on a watermark once
-``flush_interval_ms`` passed and at end of stream. ``url: null`` disables SQL.
+    <path>/ticks/symbol=<S>/date=<YYYY-MM-DD>/part-<first ts>-<last ts>.parquet
+
+the same files a ``catalog`` sink writes, by the same writer (``catalog/writer.py``): one
+file per symbol and ``file_span_s`` of event time, written once the watermark passes the
+span (a live source's watermark follows the wall clock when the feed is quiet, so a
+session's files appear as it runs), sorted by (ts, seq), every TICK column kept
+(``origin``, ``advances_watermark``: a replay of the recording has the live session's
+watermarks). A tick arriving after its span was written is merged into that span's file.
+What is buffered is written at end of stream and on ``close()`` (a stop or an abort), so
+nothing received is lost. Recording the same session twice writes nothing new.
+
+SQL (opt-in, ``url``): every recorded tick is also upserted into ``tick_data`` (primary key
+provider, symbol, ts, seq: re-recording the same ticks changes nothing), in background
+transactions of at most ``sql_batch_rows`` rows, at most one in flight, flushed on a
+watermark once ``flush_interval_ms`` passed and at end of stream, at SQLite's pace
+(README, Speed); ``url: null`` (the default) writes the catalog only.
 
 Only ticks whose ``origin`` is in ``origins`` (default ``[live]``) are recorded: the same
 graph with its source swapped to a replay records nothing (counted as ``skipped``).
@@ -29,19 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import ConfigDict, Field, field_validator
 
+from catalog.dataset import list_files
+from catalog.writer import DEFAULT_FILE_SPAN_S, CatalogWriter, check_file_span
 from db.engine import StoreError, async_url, create_engine, describe_db_error, mask_url, secret_forms, upsert_sql
 from db.engine import writable_store_url
 from db.tables import create_tables, tick_data
@@ -49,31 +50,27 @@ from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import OutputDir
 from graph.schemas import ORIGIN_LIVE, TICK
 
-__all__ = ["Recorder", "RecorderParams", "recorded_files", "replay_files"]
-
-_NS_PER_S = 1_000_000_000
+__all__ = ["Recorder", "RecorderParams", "recorded_files", "replay_params"]
 
 
 def recorded_files(path: str | Path) -> list[Path]:
-    """The Parquet files a recorder wrote under ``path``, in recording order (sessions, then ``n``)."""
-    return sorted(Path(path).glob("ticks-*.parquet"))
+    """The tick files of the catalog at ``path`` (a recorder's), by symbol then time."""
+    return [entry.path for entry in list_files(Path(path), "ticks")]
 
 
-def replay_files(path: str | Path) -> list[dict[str, str]]:
-    """The ``files`` param of a ``file_replay`` node replaying every recording under ``path``."""
-    return [{"format": "canonical", "path": str(file)} for file in recorded_files(path)]
+def replay_params(path: str | Path) -> dict[str, str]:
+    """The params of a ``replay`` node replaying every tick recorded under ``path``."""
+    return {"catalog": str(path)}
 
 
 class RecorderParams(Params):
     """Params of the ``recorder`` kind.
 
     Attributes:
-        path: directory of the Parquet files (relative to the graph file); created if missing.
-        rows_per_file: at most this many ticks per file.
-        seconds_per_file: a tick this many seconds of event time after the file's first
-            tick starts a new file.
-        url: SQLAlchemy URL of the database holding ``tick_data``; null: no SQL.
-            Its password is masked in ``repr`` and errors.
+        path: the tick catalog directory (relative to the graph file); created if missing.
+        file_span_s: event-time span of one file per symbol, seconds (divides 86,400).
+        url: SQLAlchemy URL of the database to upsert ``tick_data`` into (opt-in); null
+            (default): the catalog only. Its password is masked in ``repr`` and errors.
         sql_batch_rows: upsert once this many ticks are buffered.
         flush_interval_ms: on a watermark, upsert if this long passed since the last upsert.
         origins: record ticks of these origins only (``live``, ``replay``).
@@ -81,10 +78,9 @@ class RecorderParams(Params):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    path: OutputDir = Field(default=Path("out/live/ticks"), validate_default=True)
-    rows_per_file: int = Field(100_000, ge=1)
-    seconds_per_file: float = Field(60.0, gt=0)
-    url: str | None = "sqlite:///tickgraph.db"
+    path: OutputDir = Field(default=Path("out/catalog"), validate_default=True)
+    file_span_s: int = DEFAULT_FILE_SPAN_S
+    url: str | None = None
     sql_batch_rows: int = Field(10_000, ge=1)
     flush_interval_ms: int = Field(1000, ge=0)
     origins: list[str] = Field(default_factory=lambda: [ORIGIN_LIVE], min_length=1)
@@ -94,13 +90,18 @@ class RecorderParams(Params):
     def _parse_url(cls, value: str | None) -> str | None:
         return None if value is None else writable_store_url(value)
 
+    @field_validator("file_span_s")
+    @classmethod
+    def _span(cls, value: int) -> int:
+        return check_file_span(value)
+
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name == "url" and value is not None else value
 
 
 class Recorder(Operator):
-    """Writes TICK batches to rolling Parquet files and ``tick_data`` (see the module docstring).
+    """Writes TICK batches to the tick catalog and, opt-in, ``tick_data`` (see the module docstring).
 
     Input: the ``ticks`` stream of a source (TICK). No outputs.
     """
@@ -111,14 +112,9 @@ class Recorder(Operator):
     def __init__(self, params: RecorderParams, ctx: OperatorContext) -> None:
         super().__init__(params, ctx)
         clock = ctx.clock_ns
-        self._session = clock() if clock is not None else 0
-        self._prefix = f"ticks-{self._session}" + (f"-{ctx.shard}" if ctx.num_shards > 1 else "")
         params.path.mkdir(parents=True, exist_ok=True)
         self._origins = pa.array(params.origins, pa.string())
-        self._current: list[pa.RecordBatch] = []
-        self._current_rows = 0
-        self._first_ts: int | None = None
-        self._files: list[str] = []
+        self.writer = CatalogWriter(params.path, params.file_span_s, owner=f"recorder {ctx.node_id!r}")
         self._recorded = 0
         self._skipped = 0
         self._ended = False
@@ -152,7 +148,7 @@ class Recorder(Operator):
         if kept.num_rows == 0:
             return []
         self._recorded += kept.num_rows
-        self._append(kept)
+        self.writer.add("ticks", kept)
         if self._table is not None:
             self._pending.append(kept)
             self._pending_rows += kept.num_rows
@@ -161,7 +157,9 @@ class Recorder(Operator):
         return []
 
     def on_watermark(self, ts: int) -> list[Emit]:
-        """Upsert buffered ticks if ``flush_interval_ms`` passed since the last upsert."""
+        """Write the catalog spans that end at or before ``ts``; upsert buffered ticks if
+        ``flush_interval_ms`` passed since the last upsert."""
+        self.writer.advance(ts)
         if self._pending_rows and (
             self.ctx.clock_ns is None or self.ctx.clock_ns() - self._last_flush_ns >= self.params.flush_interval_ms * 1_000_000
         ):
@@ -169,7 +167,7 @@ class Recorder(Operator):
         return []
 
     def on_eof(self) -> list[Emit]:
-        """Write the open Parquet file and every buffered tick, and wait for the database."""
+        """Write every buffered tick to the catalog (and the database), and wait for it."""
         self._finish()
         return []
 
@@ -183,45 +181,14 @@ class Recorder(Operator):
                 self._table.close()
 
     def metrics(self) -> dict[str, Any]:
-        """``recorded`` (ticks), ``skipped`` (other origins), ``files`` (Parquet names), ``rows_written`` (tick_data)."""
+        """``recorded`` (ticks), ``skipped`` (other origins), ``catalog`` (the writer's
+        counters, ``catalog.writer.CatalogWriter.metrics``), ``rows_written`` (tick_data)."""
         return {
             "recorded": self._recorded,
             "skipped": self._skipped,
-            "files": list(self._files),
+            "catalog": self.writer.metrics(),
             "rows_written": self._table.written if self._table is not None else 0,
         }
-
-    # -- Parquet ------------------------------------------------------------------------
-
-    def _append(self, batch: pa.RecordBatch) -> None:
-        span = int(self.params.seconds_per_file * _NS_PER_S)
-        ts = batch.column("ts").to_numpy()
-        start = 0
-        while start < len(ts):
-            if self._first_ts is None:
-                self._first_ts = int(ts[start])
-            room = self.params.rows_per_file - self._current_rows
-            crossing = np.flatnonzero(ts[start:] >= self._first_ts + span)
-            cut = min(room, int(crossing[0]) if crossing.size else len(ts) - start)
-            if cut:
-                self._current.append(batch.slice(start, cut))
-                self._current_rows += cut
-                start += cut
-            if self._current_rows >= self.params.rows_per_file or start < len(ts):
-                self._write_file()
-
-    def _write_file(self) -> None:
-        if not self._current_rows:
-            self._first_ts = None
-            return
-        table = pa.Table.from_batches(self._current, schema=TICK)
-        name = f"{self._prefix}-{len(self._files):06d}.parquet"
-        final = self.params.path / name
-        temporary = self.params.path / f".{name}.tmp"
-        pq.write_table(table, temporary)
-        os.replace(temporary, final)
-        self._files.append(name)
-        self._current, self._current_rows, self._first_ts = [], 0, None
 
     # -- SQL ----------------------------------------------------------------------------
 
@@ -235,7 +202,7 @@ class Recorder(Operator):
 
     def _finish(self) -> None:
         self._ended = True
-        self._write_file()
+        self.writer.flush()
         if self._table is not None:
             self._flush_sql(wait=True)
 

@@ -326,6 +326,8 @@ def _canonical_dictionary(column: pa.Array) -> pa.DictionaryArray:
     rows shared the batch they arrived in."""
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
+    if len(column.dictionary) == 0:  # every value null
+        return pa.DictionaryArray.from_arrays(pa.nulls(len(column), pa.int32()), pa.array([], pa.string()))
     valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
     indices = column.indices.fill_null(0).to_numpy(zero_copy_only=False) if valid is not None else column.indices.to_numpy()
     used = np.flatnonzero(np.bincount(indices if valid is None else indices[valid], minlength=len(column.dictionary)))

@@ -41,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
                         help="override applied to every replay job's graph; repeatable")  # fmt: skip
     parser.add_argument("--export-dir", type=Path, default=None, help="where POST /v1/exports writes (default out/exports)")
+    parser.add_argument("--catalog-dir", type=Path, default=None, help="tick catalog read and written by jobs (default $TICKGRAPH_CATALOG_DIR or out/catalog)")
     parser.add_argument("--address", default=None, help="join an existing Ray cluster (default: start one locally)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a locally started Ray")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
@@ -85,6 +86,8 @@ def main(argv: list[str]) -> int:
     try:
         loaded = load_graph(args.graph, args.overrides)
         extra = {"export_dir": args.export_dir} if args.export_dir is not None else {}
+        if args.catalog_dir is not None:
+            extra["catalog_dir"] = args.catalog_dir.expanduser().absolute()
         config = ServiceConfig.from_env(
             args.database_url or os.environ.get("TICKGRAPH_DATABASE_URL") or _DEFAULT_URL,
             host=args.host, port=args.port, graph=loaded.path, replay_overrides=tuple(args.overrides), **extra,

@@ -186,7 +186,8 @@ def validate_request(request: ExportRequest) -> Path:
     if missing and (request.dataset == "bars" or not catalog):
         raise ExportError(missing)
     table = DATASETS[request.dataset]
-    where = f"{table.name} on {mask_url(request.url)}" + (f" or the catalog {request.catalog_dir}" if catalog else "")
+    in_catalog = catalog and request.dataset != "bars"
+    where = f"{table.name} on {mask_url(request.url)}" + (f" or the catalog {request.catalog_dir}" if in_catalog else "")
     try:
         stored = _reader(request).symbols(request.dataset)
     except (OSError, sa.exc.SQLAlchemyError) as e:

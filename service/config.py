@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog.layout import default_catalog_dir
+
 __all__ = ["TOKEN_ENV", "DEFAULT_HOST", "DEFAULT_PORT", "ServiceConfig", "ServiceConfigError", "check_bind", "is_loopback"]
 
 #: Environment variable holding the API bearer token.
@@ -64,6 +66,9 @@ class ServiceConfig:
             ``config/replay.yaml``); its ``replay`` node's params are set from the request.
         replay_overrides: ``--set`` strings applied to every replay graph (e.g. a Parquet path).
         export_dir: where ``POST /v1/exports`` writes files (``<job id>.<format>``).
+        catalog_dir: the tick catalog (ticks, per-tick signals) the service reads and its
+            replay jobs' ``catalog`` sinks write (default ``$TICKGRAPH_CATALOG_DIR``, else
+            ``out/catalog``: the main job's).
         symbols: symbols accepted besides those stored (None: the replay graph's normalizer's).
         backfill_bars: confirmed bars kept per WebSocket stream for ``?backfill=N``.
         client_buffer: unsent bytes per WebSocket client (its send queue) before it counts
@@ -83,6 +88,7 @@ class ServiceConfig:
     graph: Path = _ROOT / "config" / "replay.yaml"
     replay_overrides: tuple[str, ...] = ()
     export_dir: Path = _ROOT / "out" / "exports"
+    catalog_dir: Path = field(default_factory=default_catalog_dir)
     symbols: tuple[str, ...] | None = None
     backfill_bars: int = 2000
     client_buffer: int = 4 << 20

@@ -5,11 +5,12 @@ plus an ``api`` node that publishes the graph's bars back into the service.
 default) -- the same downstream graph as ``run.py --graph replay.yaml`` -- with:
 
 * its one ``replay`` node's ``symbols``, ``start``, ``end``, ``speed`` and ``job_id``
-  set from the request (``provider: tick_data`` replays the store's ``tick_data``
-  instead of the files); a paced request (``speed > 0``) also gets
+  set from the request (``provider: catalog`` replays the ticks of the service's tick
+  catalog, ``provider: tick_data`` the store's ``tick_data``, instead of the files); a paced request (``speed > 0``) also gets
   ``batch_interval_ms: 100``, since a burst graph (``replay.yaml``) cuts batches by size
   only and its first 65,536-tick batch would be due hours of event time later;
-* every ``sql_store`` node writing to the service's store;
+* every ``sql_store`` node writing to the service's store, every ``catalog`` sink to its
+  tick catalog (so the service reads what its jobs stored);
 * the service's ``replay_overrides`` (``run.py serve --set``);
 * one more sink, ``api_publish`` (kind ``api`` with ``publish_url``), fed by every
   node's ``bars`` and ``signals`` streams, which sends them to the service
@@ -76,6 +77,7 @@ def replay_overrides(
     end_ns: int,
     speed: float,
     extra: tuple[str, ...] = (),
+    catalog_dir: Path | None = None,
 ) -> list[str]:
     """``--set`` strings that turn the graph into one service replay job (see the module docstring)."""
     source = replay_node(loaded)
@@ -94,7 +96,13 @@ def replay_overrides(
         out.append(f"{source}.batch_interval_ms={PACED_INTERVAL_MS}")
     if provider == "tick_data":
         out += [f"{source}.files=[]", f"{source}.database_url={value(store_url)}"]
+    if provider == "catalog":
+        if catalog_dir is None:
+            raise GraphError(str(loaded.path), ["provider 'catalog' needs the service's catalog directory"])
+        out += [f"{source}.files=[]", f"{source}.catalog={value(str(catalog_dir))}"]
     out += [f"{node.id}.url={value(store_url)}" for node in loaded.spec.nodes if node.kind == "sql_store"]
+    if catalog_dir is not None:
+        out += [f"{node.id}.path={value(str(catalog_dir))}" for node in loaded.spec.nodes if node.kind == "catalog"]
     return out + list(extra)
 
 

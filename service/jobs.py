@@ -71,11 +71,18 @@ async def recent_jobs(state: Any, job_name: str, limit: int) -> list[dict[str, A
     return await asyncio.to_thread(list_jobs, state.url, job_name, limit)
 
 
-async def _known_tick_symbols(state: Any) -> frozenset[str]:
-    from db.read import distinct_values_async
-    from db.tables import tick_data
+async def _known_tick_symbols(state: Any, provider: str) -> frozenset[str]:
+    """The symbols a ``tick_data`` or ``catalog`` replay can replay."""
+    from catalog.reader import StoreReader
 
-    return frozenset(await distinct_values_async(state.url, tick_data, "symbol"))
+    if provider == "catalog":
+        reader = StoreReader(state.config.catalog_dir, None)
+    else:
+        from db.read import distinct_values_async
+        from db.tables import tick_data
+
+        return frozenset(await distinct_values_async(state.url, tick_data, "symbol"))
+    return frozenset(await asyncio.to_thread(reader.symbols, "ticks"))
 
 
 async def start_replay(state: Any, request: ReplayRequest) -> dict[str, Any]:
@@ -87,8 +94,9 @@ async def start_replay(state: Any, request: ReplayRequest) -> dict[str, Any]:
     from graph.spec import GraphError, load_graph
     from service.graphs import replay_overrides
 
-    if request.provider == "tick_data":
-        known, where = await _known_tick_symbols(state), "the store's tick_data"
+    if request.provider in ("tick_data", "catalog"):
+        where = "the store's tick_data" if request.provider == "tick_data" else f"the tick catalog {state.config.catalog_dir}"
+        known = await _known_tick_symbols(state, request.provider)
     else:
         known, where = state.configured_symbols() or await state.known_symbols(), "the replay graph"
     for i, symbol in enumerate(request.symbols):
@@ -109,6 +117,7 @@ async def start_replay(state: Any, request: ReplayRequest) -> dict[str, Any]:
         overrides = replay_overrides(
             loaded, job_id=job_id, store_url=state.url, provider=request.provider, symbols=request.symbols,
             start_ns=request.start, end_ns=request.end, speed=request.speed, extra=config.replay_overrides,
+            catalog_dir=config.catalog_dir,
         )  # fmt: skip
         await asyncio.to_thread(
             state.launcher.start, job_id, overrides, metadata, request.start, request.end, state.public_url()

@@ -198,8 +198,10 @@ class BarMessage(_Model):
 class ReplayRequest(_Model):
     """Body of ``POST /v1/replay/ticks`` (seed 003)."""
 
-    provider: Literal["files", "tick_data"] = Field(
-        "files", description="files: the replay graph's tick files; tick_data: the store's tick_data table"
+    provider: Literal["files", "catalog", "tick_data"] = Field(
+        "files",
+        description="files: the replay graph's tick files; catalog: the ticks stored in the tick catalog; "
+        "tick_data: the store's tick_data table",
     )
     symbols: list[str] = Field(min_length=1, max_length=MAX_SYMBOLS)
     start: TimeValue = Field(description="first event time replayed (inclusive)")

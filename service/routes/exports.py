@@ -43,7 +43,7 @@ async def post_export(request: web.Request) -> web.Response:
     export = ExportRequest(
         dataset=body.dataset, url=state.url, symbols=body.symbols, start_ns=body.start, end_ns=body.end,
         output=output, fmt=body.format, timeframe=body.timeframe or ("1m" if body.dataset == "bars" else None),
-        provider=body.provider, names=body.names,
+        provider=body.provider, names=body.names, catalog_dir=state.config.catalog_dir,
     )  # fmt: skip
     try:
         result = await asyncio.to_thread(run_export, export)

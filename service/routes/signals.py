@@ -1,7 +1,9 @@
 """``GET /v1/signals``: stored signal values; ``GET /v1/signals/latest``: the newest from the graph.
 
-``/v1/signals?symbol=&name=&from=&to=&run_id=`` reads the ``signals`` table for one symbol
-(optionally one signal name) in ``[from, to)`` on event time, oldest first. Signal rows
+``/v1/signals?symbol=&name=&from=&to=&run_id=`` reads the stored signals of one symbol
+(optionally one signal name) in ``[from, to)`` on event time, oldest first, through the
+one read path (``catalog/reader.py``): per-tick signals from the tick catalog, bar-level
+ones from the ``signals`` table. Signal rows
 are keyed by (provider, symbol, ts, name), so two replays of the same ticks write the
 same rows; ``run_id`` therefore selects what a replay job produced by its own extent:
 its symbols and its event-time range ``[min_ts, max_ts]`` from ``job_runs``.
@@ -9,12 +11,13 @@ its symbols and its event-time range ``[min_ts, max_ts]`` from ``job_runs``.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pyarrow as pa
 from aiohttp import web
 
-from db.read import read_range_async
-from db.tables import signals
+from catalog.reader import StoreReader
 from service.app import STATE
 from service.errors import ApiError, json_response, parse_query
 from service.hub import iso_ns
@@ -51,8 +54,9 @@ async def get_signals(request: web.Request) -> web.Response:
             return json_response({"count": 0, "signals": []})
     if query.symbol not in await state.known_symbols():
         raise ApiError(404, f"symbol {query.symbol!r} is not known", "symbol")
-    where = {"name": query.name} if query.name else None
-    table = await read_range_async(state.url, signals, symbols=[query.symbol], start_ns=start, end_ns=end, where=where)
+    reader = StoreReader(state.config.catalog_dir, state.url)
+    names = [query.name] if query.name else None
+    table = await asyncio.to_thread(reader.signals, [query.symbol], start, end, names)
     table = table.sort_by([("ts", "ascending"), ("name", "ascending")])
     if table.num_rows > query.limit:
         table = table.slice(table.num_rows - query.limit)

@@ -62,7 +62,7 @@ def _main_job_locally(tmp_path, parquet):
     return cli(
         "--graph", "replay.yaml", "--backend", "local", "--no-progress",
         "--set", f"store.url=sqlite:///{tmp_path / 'a.db'}", "--set", f"parquet.path={parquet}",
-        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'a.db'}",
+        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'a.db'}", "--set", f"catalog.path={tmp_path / 'catalog'}",
     )  # fmt: skip
 
 
@@ -82,7 +82,7 @@ def test_an_unusable_output_path_exits_2_before_anything_starts(tmp_path):
     blocker.write_text("x")
     proc = _main_job_locally(tmp_path, parquet=blocker)
     assert proc.returncode == 2
-    assert f"nodes[9].params.path: {blocker} exists and is not a directory" in proc.stderr
+    assert f"nodes[10].params.path: {blocker} exists and is not a directory" in proc.stderr
     assert not (tmp_path / "a.db").exists() and "Traceback" not in proc.stderr
 
 
@@ -91,7 +91,7 @@ def test_main_job_on_ray_writes_the_summary(tmp_path):
     proc = cli(
         "--graph", "replay.yaml", "--num-cpus", "2", "--no-dashboard", "--no-progress",
         "--set", f"store.url=sqlite:///{tmp_path / 'bars.db'}", "--set", f"parquet.path={tmp_path / 'pq'}",
-        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'bars.db'}",
+        "--set", f"source.job_database_url=sqlite:///{tmp_path / 'bars.db'}", "--set", f"catalog.path={tmp_path / 'catalog'}",
         "--summary-json", str(summary_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

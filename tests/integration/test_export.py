@@ -1,7 +1,11 @@
 """``python run.py export``: stored ticks, bars and signals to Parquet and CSV, read back by
 pyarrow, pandas, polars and DuckDB; bad arguments fail with one clear line.
 
-The store is filled by the real main job with signals (``config/replay.yaml``, which includes the signal nodes).
+The store and the tick catalog are filled by the real main job with signals
+(``config/replay.yaml``): ticks and per-tick signals in the catalog, bars and bar-level
+signals in SQL. Exported ticks are compared with the ticks the job's own source and
+normalizer emit (run again here, without the catalog); exported signals with the
+catalog's files read by pandas and the SQL table read by SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from actors.normalizer import Normalizer
+from actors.replayer import Replayer
 from commands.export import main, parse_time
 from db.export import export_schema
 from db.read import read_range_async, read_table
 from graph.build import build_graph
+from graph.operator import OperatorContext, Watermark
+from graph.schemas import TICK
 from graph.spec import load_graph
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,18 +39,41 @@ DAY = ("2012-06-21", "2012-06-22")
 NS = 10**9
 
 
+_CATALOGS: dict[str, Path] = {}  # store URL -> the catalog the same job wrote
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("export_store")
     url = f"sqlite:///{tmp / 'store.db'}"
-    overrides = [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp / 'parquet'}"]
+    overrides = [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp / 'parquet'}",
+                 f"catalog.path={tmp / 'catalog'}"]  # fmt: skip
     loaded = load_graph("replay.yaml", overrides, env={})
     build_graph(loaded, backend="local").run()
+    _CATALOGS[url] = tmp / "catalog"
     return url
 
 
 def export(url: str, *args: str) -> int:
-    return main([*args, "--database-url", url])
+    return main([*args, "--database-url", url, "--catalog-dir", str(_CATALOGS[url])])
+
+
+def accepted_ticks(symbol: str, start: int, end: int) -> pa.Table:
+    """The ticks the main job's source and normalizer emit for ``symbol`` in [start, end),
+    run here in-process (not through the catalog), in (ts, seq) order."""
+    loaded = load_graph("replay.yaml", env={})
+    source_params = Replayer.Params.model_validate(loaded.spec.node("source").params, context={"base_dir": loaded.base_dir})
+    source = Replayer(source_params.model_copy(update={"job_database_url": None}), OperatorContext(node_id="source"))
+    normalizer = Normalizer(Normalizer.Params.model_validate(loaded.spec.node("normalizer").params), OperatorContext(node_id="normalizer"))
+    batches = []
+    for event in source.events():
+        if isinstance(event, Watermark):
+            normalizer.on_watermark(event.ts)
+        elif event[0] == "ticks":
+            batches += [b for stream, b in normalizer.on_batch("ticks", event[1]) if stream == "ticks"]
+    frame = pa.Table.from_batches(batches).to_pandas()
+    frame = frame[(frame["symbol"] == symbol) & (frame["ts"] >= start) & (frame["ts"] < end)]
+    return pa.Table.from_pandas(frame.sort_values(["ts", "seq"], kind="stable"), schema=TICK, preserve_index=False)
 
 
 def stored(url: str, table: str, symbols: list[str], start: int, end: int, **where) -> pa.Table:
@@ -91,8 +122,9 @@ def test_ticks_parquet_keeps_nulls_and_nanosecond_timestamps(url, tmp_path):
     start, end = "2012-06-21T13:30:00.017459617Z", "2012-06-21T13:30:01Z"
     assert export(url, "ticks", "--symbols", "AMZN", "--start", start, "--end", end, "--output", str(out)) == 0
     back = pq.read_table(out)
-    expected = stored(url, "tick_data", ["AMZN"], parse_time(start, "s"), parse_time(end, "e"))
-    assert back.num_rows == expected.num_rows > 5 and as_stored(back).equals(expected)
+    expected = accepted_ticks("AMZN", parse_time(start, "s"), parse_time(end, "e"))
+    assert back.num_rows == expected.num_rows > 5 and as_stored(back).equals(expected)  # values, dtypes, order
+    assert back.schema.equals(export_schema("ticks"))
     assert back.column("ts")[0].value == 1_340_285_400_017_459_617  # the first LOBSTER event, to the ns
     assert back.column("price").null_count > 0  # quote rows
     assert duckdb.sql(f"SELECT count(*) FILTER (WHERE price IS NULL) FROM '{out}'").fetchall()[0][0] == back.column("price").null_count
@@ -105,8 +137,11 @@ def test_signals_csv_has_a_header_and_the_stored_values(url, tmp_path):
     text = out.read_text()
     assert text.splitlines()[0] == '"provider","symbol","ts","name","value","score","metadata","created_at"'
     frame = pd.read_csv(io.StringIO(text))
-    expected = stored(url, "signals", ["AMZN"], 1_340_236_800 * NS, 1_340_323_200 * NS).to_pandas()
-    expected = expected[expected["name"].isin(["spread_bps", "rsi_14_1m"])].reset_index(drop=True)
+    spread = pd.read_parquet(_CATALOGS[url] / "signals", filters=[("symbol", "==", "AMZN"), ("name", "==", "spread_bps")])
+    spread["ts"] = spread["ts"].astype("int64")
+    rsi = stored(url, "signals", ["AMZN"], 1_340_236_800 * NS, 1_340_323_200 * NS, name="rsi_14_1m").to_pandas()
+    expected = pd.concat([spread, rsi]).sort_values(["ts", "name"], kind="stable", ignore_index=True)
+    assert frame["created_at"].isna().sum() == len(spread) and frame["created_at"].notna().sum() == len(rsi) > 300
     assert len(frame) == len(expected) > 53_000
     assert (pd.to_datetime(frame["ts"], utc=True).astype("int64") == expected["ts"]).all()
     np.testing.assert_array_equal(frame["value"].to_numpy(), expected["value"].to_numpy())  # shortest round-trip floats

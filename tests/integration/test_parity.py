@@ -38,7 +38,8 @@ def run_parity(tmp_path, *overrides: str, backend: str = "local", name: str = "r
     url = f"sqlite:///{tmp_path / (name + '.db')}"
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / (name + '_parquet')}", *overrides],
+        [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / (name + '_parquet')}",
+         f"catalog.path={tmp_path / (name + '_catalog')}", *overrides],
         env={},
     )
     summary = build_summary(loaded, build_graph(loaded, backend=backend).run())
@@ -131,7 +132,7 @@ def test_the_cli_writes_the_parity_key_into_the_summary_json(baseline, tmp_path)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "--graph", "replay.yaml", "--backend", "local", "--no-progress",
          "--set", f"store.url=sqlite:///{tmp_path / 'cli.db'}", "--set", f"parquet.path={tmp_path / 'pq'}",
-         "--set", f"source.job_database_url=sqlite:///{tmp_path / 'cli.db'}",
+         "--set", f"source.job_database_url=sqlite:///{tmp_path / 'cli.db'}", "--set", f"catalog.path={tmp_path / 'catalog'}",
          "--summary-json", str(out)],
         cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

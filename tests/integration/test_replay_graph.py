@@ -104,7 +104,8 @@ def test_a_failing_node_stops_the_graph_and_is_named(ray_session, tmp_path):
     (tmp_path / "pq" / "bars").write_text("a file where the parquet sink wants a folder")
     loaded = load_graph(
         "replay.yaml",
-        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"source.job_database_url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={tmp_path / 'pq'}"],
+        [f"store.url=sqlite:///{tmp_path / 'x.db'}", f"source.job_database_url=sqlite:///{tmp_path / 'x.db'}", f"parquet.path={tmp_path / 'pq'}",
+         f"catalog.path={tmp_path / 'catalog'}"],
         env={},
     )
     with pytest.raises(NodeFailure) as info:

@@ -47,15 +47,23 @@ def test_the_backend_under_test_is_the_one_named(db_url):
     assert db_url.startswith("postgresql://" if db_url == PG_URL else "sqlite:///")
 
 
+#: The main job with its tick-rate streams opted into SQL as well (ticks -> tick_data, per-tick signals -> signals).
+SQL_TOO = (
+    "store.inputs=[bars, normalizer, signals_vwap_deviation_bps, signals_spread_bps, signals_tick_rate_zscore, "
+    "signals_rsi, signals_bollinger_pctb, source.quarantine, normalizer.quarantine, bars.quarantine]"
+)
+
+
 def run_job(url: str, tmp_path) -> dict:
-    overrides = [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}"]
+    overrides = [f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}",
+                 f"catalog.path={tmp_path / 'catalog'}", SQL_TOO]  # fmt: skip
     loaded = load_graph("replay.yaml", overrides, env={})
     result = build_graph(loaded, backend="local").run()
     (store,) = [h for h in result.hosts if h["node_id"] == "store"]
     return store["operator"]["rows_written"]
 
 
-def test_the_main_job_stores_everything_and_a_rerun_leaves_identical_rows(db_url, tmp_path):
+def test_the_main_job_with_tick_rate_streams_opted_into_sql_stores_everything_and_a_rerun_leaves_identical_rows(db_url, tmp_path):
     written = run_job(db_url, tmp_path)
     assert written["tick_data"] == 57_515 + 9_999 and written["signals"] > 80_000
     for timeframe in ("1m", "1d"):

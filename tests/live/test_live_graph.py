@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actors.recorder import replay_files
+from actors.recorder import replay_params
 from db.read import read_bars
 from graph.build import build_graph
 from graph.spec import load_graph
@@ -134,7 +134,7 @@ def _coinbase_live(server, tmp_path, event_time=None, skip_snapshot=False, **par
 def _replay(tmp_path, live_dir, event_time=None, **params):
     replay_dir = tmp_path / "replay"
     replay_dir.mkdir()
-    source = {"kind": "file_replay", "params": {"files": replay_files(live_dir / "rec"), **params}}
+    source = {"kind": "replay", "params": {**replay_params(live_dir / "rec"), **params}}
     graph = derived_graph(tmp_path / "replay.yaml", source=source, symbols=COINBASE_PRODUCTS, outputs=replay_dir, event_time=event_time)
     hosts = _run_local(graph, lambda op: False)
     return replay_dir, hosts

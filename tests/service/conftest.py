@@ -22,15 +22,16 @@ def main_store(tmp_path_factory) -> tuple[str, dict, Path]:
 
 
 def service_config(url: str, tmp: Path, **kwargs) -> ServiceConfig:
-    """A loopback config over ``url`` whose exports go under ``tmp``."""
+    """A loopback config over ``url`` whose exports go under ``tmp`` (the catalog too, unless given)."""
+    kwargs.setdefault("catalog_dir", tmp / "catalog")
     return ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", **kwargs)
 
 
 @pytest.fixture
 async def client(main_store, tmp_path):
     """A test client of the service over the main store (no Ray, no launcher)."""
-    url, _, _ = main_store
-    app = create_app(service_config(url, tmp_path))
+    url, _, store_dir = main_store
+    app = create_app(service_config(url, tmp_path, catalog_dir=store_dir / "catalog"))
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
@@ -47,7 +48,7 @@ def ray_service(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray_service")
     config = ServiceConfig(
         store_url=f"sqlite:///{tmp / 'jobs.db'}", host="127.0.0.1", port=0, export_dir=tmp / "exports",
-        replay_overrides=(f"parquet.path={tmp / 'parquet'}",),
+        replay_overrides=(f"parquet.path={tmp / 'parquet'}",), catalog_dir=tmp / "catalog",
     )  # fmt: skip
     server = ServiceServer(create_app(config, cluster=RayCluster()), "127.0.0.1", 0)
     server.start()

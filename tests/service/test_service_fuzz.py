@@ -44,10 +44,10 @@ schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.N
 
 @pytest.fixture(scope="module")
 def live(main_store, tmp_path_factory):
-    url, _, _ = main_store
+    url, _, store_dir = main_store
     tmp = tmp_path_factory.mktemp("fuzz")
     launcher = RecordingLauncher()
-    config = ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports")
+    config = ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", catalog_dir=store_dir / "catalog")
     server = ServiceServer(create_app(config, launcher=launcher), "127.0.0.1", 0)
     server.start()
     yield server.url

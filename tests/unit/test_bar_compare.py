@@ -27,7 +27,7 @@ def stored(tmp_path_factory):
     """One in-process run of replay.yaml: (SQL url, Parquet folder)."""
     tmp = tmp_path_factory.mktemp("bars_run")
     url = f"sqlite:///{tmp / 'bars.db'}"
-    loaded = load_graph("replay.yaml", [f"store.url={url}", f"parquet.path={tmp / 'parquet'}"], env={})
+    loaded = load_graph("replay.yaml", [f"store.url={url}", f"parquet.path={tmp / 'parquet'}", f"catalog.path={tmp / 'catalog'}"], env={})
     build_graph(loaded, backend="local").run()
     return url, tmp / "parquet"
 
