@@ -14,6 +14,12 @@ at least 2**-75 (a notional of 1e-16, a size of 1e-8 BTC are exact) -- and held 
 32-bit limbs in int64 (:func:`to_fixed`); limbs add as integers and carries are
 normalised (:func:`normalize_fixed`), so the representation of a sum is canonical and
 its float value (:func:`fixed_to_float`) a pure function of the trades.
+
+Cost: a batch's trades are converted once (:func:`tick_fixed`), at the finest timeframe
+(coarser ones and the ``1d`` bars reduce those limbs), and only into the limbs its values
+can reach: a float ``m x 2**e`` has no bit below ``e - 53``, so the smallest and largest
+values bound the limbs that can be nonzero (three of six for share or BTC sizes and their
+notionals); the other limbs are known zeros, never computed or summed.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ __all__ = [
     "BAR_DTYPES",
     "FIXED_LIMBS",
     "FIXED_MAX",
+    "TickFixed",
     "fixed_sums",
     "fixed_to_float",
     "normalize_fixed",
+    "tick_fixed",
     "to_fixed",
     "BarArrays",
     "CLOSE_FIELDS",
@@ -68,17 +76,47 @@ _LIMB_MASK = (1 << 32) - 1
 _LIMB_SCALES = tuple(2.0 ** (32 * k - _FIXED_SHIFT) for k in range(FIXED_LIMBS))  # value of one unit of limb k
 
 
-def to_fixed(values: np.ndarray) -> np.ndarray:
-    """Non-negative finite floats < 2**64 as fixed-point limbs, shape (6, n) int64.
+class TickFixed(NamedTuple):
+    """Per-trade fixed-point values: limbs ``lo .. lo + m - 1`` (shape (m, n) int64); every
+    other limb of every value is zero."""
+
+    limbs: np.ndarray  # (m, n) int64, m <= 6
+    lo: int  # index of the first limb held
+
+    def take(self, index: np.ndarray) -> TickFixed:
+        """The values at ``index`` (int positions or bool mask)."""
+        return TickFixed(self.limbs[:, index], self.lo)
+
+    def full(self) -> np.ndarray:
+        """All six limbs, shape (6, n) int64."""
+        out = np.zeros((FIXED_LIMBS, self.limbs.shape[1]), dtype=np.int64)
+        out[self.lo : self.lo + len(self.limbs)] = self.limbs
+        return out
+
+
+def tick_fixed(values: np.ndarray) -> TickFixed:
+    """Non-negative finite floats < 2**64 as the fixed-point limbs they can occupy.
 
     ``values`` (float64, shape (n,)) is rounded to the nearest multiple of 2**-128 (ties
-    to even); limb k (< 2**32) holds its bits 32k-128 .. 32k-97. All steps are exact float
-    operations (scaling by powers of two, floor, subtraction of representable parts).
+    to even); limb k (< 2**32) holds bits 32k-128 .. 32k-97. Limbs below the lowest bit any
+    value can have (the smallest nonzero value's exponent - 53) and above the largest
+    value's are zero and not computed. All steps are exact float operations (scaling by
+    powers of two, floor, subtraction of representable parts).
     """
-    y = np.rint(values * 2.0**_FIXED_SHIFT)
-    limbs = np.empty((FIXED_LIMBS, len(values)), dtype=np.int64)
+    n = len(values)
+    top = float(values.max()) if n else 0.0
+    if top == 0.0:
+        return TickFixed(np.zeros((0, n), dtype=np.int64), 0)
+    low = float(values.min(where=values > 0, initial=np.inf))
+    hi_bit = int(np.frexp(top)[1]) - 1  # top < 2**(hi_bit + 1)
+    lo_bit = max(int(np.frexp(low)[1]) - 53, -_FIXED_SHIFT)  # no value has a bit below this
+    lo, hi = (lo_bit + _FIXED_SHIFT) // 32, (hi_bit + _FIXED_SHIFT) // 32
+    y = values * 2.0 ** (_FIXED_SHIFT - 32 * lo)  # whole numbers unless lo == 0
+    if lo == 0:
+        np.rint(y, out=y)
+    limbs = np.empty((hi - lo + 1, n), dtype=np.int64)
     part = np.empty_like(y)
-    for k in range(FIXED_LIMBS - 1, 0, -1):
+    for k in range(hi - lo, 0, -1):
         shift = 32 * k
         np.multiply(y, 2.0**-shift, out=part)
         np.floor(part, out=part)
@@ -86,7 +124,13 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
         part *= 2.0**shift
         y -= part
     limbs[0] = y
-    return limbs
+    return TickFixed(limbs, lo)
+
+
+def to_fixed(values: np.ndarray) -> np.ndarray:
+    """Non-negative finite floats < 2**64 as all six fixed-point limbs, shape (6, n) int64
+    (:func:`tick_fixed`, the zero limbs filled in)."""
+    return tick_fixed(values).full()
 
 
 def normalize_fixed(limbs: np.ndarray) -> np.ndarray:
@@ -100,16 +144,21 @@ def normalize_fixed(limbs: np.ndarray) -> np.ndarray:
     return limbs
 
 
-def fixed_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def fixed_sums(values: np.ndarray | TickFixed, starts: np.ndarray) -> np.ndarray:
     """Exact per-group sums, canonical limbs shape (groups, 6) int64.
 
     Args:
-        values: float64 shape (n,) (one trade per row) or limbs shape (n, 6) (partial bars).
+        values: :class:`TickFixed` or float64 shape (n,) (one trade per row), or limbs
+            shape (n, 6) (partial bars).
         starts: start row of each group, ascending, ``starts[0] == 0``.
     """
-    if values.ndim == 1:
-        return normalize_fixed(np.add.reduceat(to_fixed(values), starts, axis=1).T)
-    return normalize_fixed(np.add.reduceat(values, starts, axis=0))
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        return normalize_fixed(np.add.reduceat(values, starts, axis=0))
+    fixed = values if isinstance(values, TickFixed) else tick_fixed(values)
+    out = np.zeros((len(starts), FIXED_LIMBS), dtype=np.int64)
+    if len(fixed.limbs):
+        out[:, fixed.lo : fixed.lo + len(fixed.limbs)] = np.add.reduceat(fixed.limbs, starts, axis=1).T
+    return normalize_fixed(out)
 
 
 def fixed_to_float(limbs: np.ndarray) -> np.ndarray:
@@ -184,14 +233,17 @@ class TradeColumns(NamedTuple):
     close: np.ndarray
     close_ts: np.ndarray
     close_seq: np.ndarray
-    volume: np.ndarray  # float64 (n,) per trade, or limbs (n, 6) per partial bar
-    pv: np.ndarray  # likewise
+    volume: np.ndarray | TickFixed  # per trade (TickFixed or float64 (n,)), or limbs (n, 6) per partial bar
+    pv: np.ndarray | TickFixed  # likewise
     trade_count: np.ndarray | None  # None: one trade per row
 
     @classmethod
-    def of_ticks(cls, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray) -> TradeColumns:
-        """Trades as one-trade bars."""
-        return cls(price, ts, seq, price, price, price, ts, seq, size, price * size, None)
+    def of_ticks(
+        cls, ts: np.ndarray, seq: np.ndarray, price: np.ndarray, size: np.ndarray | TickFixed,
+        pv: np.ndarray | TickFixed | None = None,
+    ) -> TradeColumns:
+        """Trades as one-trade bars (``pv``: their notional, default ``price * size``)."""
+        return cls(price, ts, seq, price, price, price, ts, seq, size, price * size if pv is None else pv, None)
 
     @classmethod
     def of_bars(cls, bars: BarArrays) -> TradeColumns:

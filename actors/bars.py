@@ -74,7 +74,7 @@ from pydantic import Field, field_validator
 from actors.bar_kernels import (
     FIXED_MAX,
     BarArrays,
-
+    TickFixed,
     TS_MAX,
     TS_MIN,
     TradeColumns,
@@ -84,7 +84,9 @@ from actors.bar_kernels import (
     merge_bars,
     pack_key,
     reduce_bars,
+    tick_fixed,
 )
+from actors.string_codes import string_codes
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
@@ -220,16 +222,18 @@ class BarEngine(Operator):
 
     def _symbol_codes(self, column: pa.Array) -> np.ndarray:
         """Engine symbol ids (int32, shape (n,)) of a string or dictionary column."""
-        encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
-        names = encoded.dictionary.to_pylist()
+        codes, names = string_codes(column)
+        return self._ids(names)[codes]
+
+    def _ids(self, names: list[str]) -> np.ndarray:
+        """Engine symbol ids of ``names`` (int32), registering new symbols."""
         new = [name for name in names if name not in self._symbol_ids]
         if new:
             for name in new:
                 self._symbol_ids[name] = len(self._symbols)
                 self._symbols.append(name)
             self._refresh_symbols()
-        lookup = np.array([self._symbol_ids[name] for name in names], dtype=np.int32)
-        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+        return np.array([self._symbol_ids[name] for name in names], dtype=np.int32)
 
     # ------------------------------------------------------------------ hooks
     def on_batch(self, stream: str, batch: pa.RecordBatch) -> list[Emit]:
@@ -247,22 +251,27 @@ class BarEngine(Operator):
             :meth:`on_watermark`.
         """
         price_column = batch.column("price")
-        trades = batch.filter(price_column.is_valid()) if price_column.null_count else batch
-        self._counts["quotes"] += batch.num_rows - trades.num_rows
-        self._counts["trades"] += trades.num_rows
-        if trades.num_rows == 0:
+        rows = None  # the trades' rows in the batch (None: every row is a trade)
+        if price_column.null_count:
+            rows = np.flatnonzero(price_column.is_valid().to_numpy(zero_copy_only=False))
+        trades = batch.num_rows if rows is None else len(rows)
+        self._counts["quotes"] += batch.num_rows - trades
+        self._counts["trades"] += trades
+        if trades == 0:
             return []
-        ticks, quarantine = self._valid_trades(trades)
+        ticks, quarantine = self._valid_trades(batch, rows)
         touched: list[tuple[int, BarArrays]] = []  # (timeframe index, open bars this batch touched)
         late_bars: list[tuple[int, BarArrays]] = []  # amend: (timeframe index, partial bars of confirmed keys)
         if ticks.ts.size and self._watermark != _NO_WATERMARK:
-            ticks, rejected = self._late_ticks(trades, ticks)
+            ticks, rejected = self._late_ticks(batch, ticks)
             quarantine += rejected
         if ticks.ts.size:
             ticks = ticks.sorted(len(self._symbols))
-            self._apply_intraday(ticks, touched, late_bars)
+            # exact sums: each trade's size and notional converted once, for every timeframe
+            volume, notional = tick_fixed(ticks.size), tick_fixed(ticks.price * ticks.size)
+            self._apply_intraday(ticks, volume, notional, touched, late_bars)
             if self._daily is not None:
-                self._apply_daily(ticks, touched, late_bars)
+                self._apply_daily(ticks, volume, notional, touched, late_bars)
         emits: list[Emit] = []
         if late_bars:
             emits += self._amend(late_bars)
@@ -335,15 +344,23 @@ class BarEngine(Operator):
         return ready
 
     # ------------------------------------------------------------------ internals
-    def _valid_trades(self, trades: pa.RecordBatch) -> tuple[Trades, list[dict[str, Any]]]:
-        """The batch's trades as arrays, without malformed ones, and their quarantine rows."""
+    def _valid_trades(self, batch: pa.RecordBatch, rows: np.ndarray | None) -> tuple[Trades, list[dict[str, Any]]]:
+        """The batch's trades (its ``rows``; None: all) as arrays, without malformed ones,
+        and their quarantine rows. Columns are read as numpy (zero-copy where possible) and
+        indexed there: cheaper than filtering the Arrow batch, whose strings would be copied."""
+
+        def column(name: str, floats: bool = False) -> np.ndarray:
+            values = _floats(batch.column(name)) if floats else batch.column(name).to_numpy()
+            return values if rows is None else values[rows]
+
+        symbols = self._symbol_codes(batch.column("symbol"))
         ticks = Trades(
-            symbol=self._symbol_codes(trades.column("symbol")),
-            ts=trades.column("ts").to_numpy(),
-            seq=trades.column("seq").to_numpy(),
-            price=_floats(trades.column("price")),
-            size=_floats(trades.column("size")),
-            row=np.arange(trades.num_rows),
+            symbol=symbols if rows is None else symbols[rows],
+            ts=column("ts"),
+            seq=column("seq"),
+            price=column("price", floats=True),
+            size=column("size", floats=True),
+            row=np.arange(batch.num_rows) if rows is None else rows,
         )
         with np.errstate(invalid="ignore", over="ignore"):
             valid = np.isfinite(ticks.price) & np.isfinite(ticks.size) & (ticks.size >= 0) & (ticks.price >= 0)
@@ -351,20 +368,21 @@ class BarEngine(Operator):
         valid &= (ticks.ts > TS_MIN) & (ticks.ts < TS_MAX)
         if valid.all():
             return ticks, []
-        return ticks.take(valid), self._invalid_rows(trades, np.flatnonzero(~valid))
+        return ticks.take(valid), self._invalid_rows(batch, ticks.row[~valid])
 
-    def _apply_intraday(self, ticks: Trades, touched: list, late_bars: list) -> None:
+    def _apply_intraday(self, ticks: Trades, volume: TickFixed, notional: TickFixed, touched: list, late_bars: list) -> None:
         """Reduce sorted trades to intraday bars, finest timeframe first, and merge them.
 
         Each coarser timeframe is reduced from the finer one's bars. Merged open bars go
         to ``touched``; bars already confirmed (end <= watermark; only late trades under
-        ``amend`` reach them) go to ``late_bars``.
+        ``amend`` reach them) go to ``late_bars``. ``volume``/``notional``: the trades'
+        sizes and notionals as fixed point (:func:`~actors.bar_kernels.tick_fixed`).
         """
         if not self._intraday:
             return
         wm = self._watermark
         maybe_late = wm != _NO_WATERMARK and int(ticks.ts.min()) < wm
-        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
+        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, volume, notional)
         keys, key_ts = ticks.symbol, ticks.ts
         levels = []
         for tf, tf_ns in self._intraday:
@@ -377,7 +395,7 @@ class BarEngine(Operator):
                 bars = self._split_confirmed(tf, bars, late_bars)
             self._merge_into(tf, bars, touched)
 
-    def _apply_daily(self, ticks: Trades, touched: list, late_bars: list) -> None:
+    def _apply_daily(self, ticks: Trades, volume: TickFixed, notional: TickFixed, touched: list, late_bars: list) -> None:
         """Reduce sorted in-session trades to ``1d`` bars and merge them (see :meth:`_apply_intraday`)."""
         opens, closes, keep = self._sessions_of(ticks.symbol, ticks.ts)
         self._counts["outside_session"] += len(keep) - int(np.count_nonzero(keep))
@@ -385,8 +403,9 @@ class BarEngine(Operator):
             if not keep.any():
                 return
             ticks, opens, closes = ticks.take(keep), opens[keep], closes[keep]
+            volume, notional = volume.take(keep), notional.take(keep)
         starts = group_starts(ticks.symbol, opens)
-        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, ticks.size)
+        cols = TradeColumns.of_ticks(ticks.ts, ticks.seq, ticks.price, volume, notional)
         bars = reduce_bars(cols, ticks.symbol, opens, starts)._replace(end=closes[starts])
         if self._watermark != _NO_WATERMARK:
             bars = self._split_confirmed(self._daily, bars, late_bars)
@@ -467,7 +486,7 @@ class BarEngine(Operator):
         return pa.RecordBatch.from_arrays(columns, schema=BAR)
 
     # ------------------------------------------------------------------ late trades
-    def _late_ticks(self, trades: pa.RecordBatch, ticks: Trades) -> tuple[Trades, list[dict[str, Any]]]:
+    def _late_ticks(self, batch: pa.RecordBatch, ticks: Trades) -> tuple[Trades, list[dict[str, Any]]]:
         """Apply the late policy to trades with ``ts`` < the watermark.
 
         Returns:
@@ -492,13 +511,13 @@ class BarEngine(Operator):
             )
         else:
             why = "late_policy drop"
-        return ticks.take(~late), self._late_rows(trades, ticks, np.flatnonzero(late), why)
+        return ticks.take(~late), self._late_rows(batch, ticks, np.flatnonzero(late), why)
 
-    def _late_rows(self, trades: pa.RecordBatch, ticks: Trades, positions: np.ndarray, why: str) -> list[dict]:
+    def _late_rows(self, batch: pa.RecordBatch, ticks: Trades, positions: np.ndarray, why: str) -> list[dict]:
         """Quarantine rows (reason ``late``) for the trades at ``positions``; counts them."""
         self._counts["late_quarantined"] += len(positions)
         watermark = f"{_iso(self._watermark)} ({self._watermark})"
-        raws = trades.take(pa.array(ticks.row[positions])).to_pylist()
+        raws = batch.take(pa.array(ticks.row[positions])).replace_schema_metadata(None).to_pylist()
         rows = []
         for position, raw in zip(positions, raws):
             name, tick_ts = self._symbols[ticks.symbol[position]], int(ticks.ts[position])
@@ -558,11 +577,11 @@ class BarEngine(Operator):
             emits.append(("bars", self._bars_batch(corrected, BAR_CORRECTED)))
         return emits
 
-    def _invalid_rows(self, trades: pa.RecordBatch, positions: np.ndarray) -> list[dict[str, Any]]:
-        """Quarantine rows (reason ``invalid_trade``) for malformed trades; counts them."""
+    def _invalid_rows(self, batch: pa.RecordBatch, positions: np.ndarray) -> list[dict[str, Any]]:
+        """Quarantine rows (reason ``invalid_trade``) for the malformed trades at rows ``positions``; counts them."""
         self._counts["invalid"] += len(positions)
         rows = []
-        for position, raw in zip(positions.tolist(), trades.take(pa.array(positions)).to_pylist()):
+        for position, raw in zip(positions.tolist(), batch.take(pa.array(positions)).to_pylist()):
             detail = (
                 f"trade {raw['symbol']} ts={raw['ts']} has price {raw['price']!r} and size "
                 f"{raw['size']!r}; price must be finite and >= 0, size finite and >= 0, size and "

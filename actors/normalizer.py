@@ -70,7 +70,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from actors.seen_sequences import SeenSequences
 from actors.source_shards import source_shard
+from actors.string_codes import string_codes
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK, stream_source, watermark_rows
 from graph.times import iso_ns
@@ -107,52 +109,6 @@ class NormalizerParams(Params):
     dedup: bool = True
 
 
-class _SeenSeqs:
-    """The sequence numbers accepted for one (provider, symbol, kind) key, with their ts.
-
-    A small log-structured set: sorted int64 runs, merged like a binary counter so there
-    are O(log n) runs and each lookup is a few ``np.searchsorted`` calls. Keys are unique
-    across runs (only unseen keys are added).
-    """
-
-    __slots__ = ("runs",)
-
-    def __init__(self, runs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = runs or []  # (sorted seqs, their ts)
-
-    def __len__(self) -> int:
-        return sum(len(seqs) for seqs, _ in self.runs)
-
-    def contains(self, seqs: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(seqs), dtype=bool)
-        for run, _ in self.runs:
-            pos = np.searchsorted(run, seqs)
-            np.minimum(pos, len(run) - 1, out=pos)
-            found |= run[pos] == seqs
-        return found
-
-    def add(self, seqs: np.ndarray, ts: np.ndarray) -> None:
-        if len(seqs) == 0:
-            return
-        order = np.argsort(seqs, kind="stable")
-        self.runs.append((seqs[order], ts[order]))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= len(self.runs[-1][0]):
-            (seqs_a, ts_a), (seqs_b, ts_b) = self.runs[-2], self.runs[-1]
-            merged = np.concatenate([seqs_a, seqs_b])
-            order = np.argsort(merged, kind="stable")  # two sorted runs: linear for timsort
-            self.runs[-2:] = [(merged[order], np.concatenate([ts_a, ts_b])[order])]
-
-    def forget_before(self, watermark: int) -> None:
-        kept = []
-        for seqs, ts in self.runs:
-            keep = ts >= watermark
-            if keep.all():
-                kept.append((seqs, ts))
-            elif keep.any():
-                kept.append((seqs[keep], ts[keep]))
-        self.runs = kept
-
-
 class Normalizer(Operator):
     """Validates TICK batches and splits them into accepted ticks and quarantine rows.
 
@@ -179,7 +135,8 @@ class Normalizer(Operator):
         super().__init__(params, ctx)
         symbols = params.symbols
         self._symbols = None if symbols is None else pa.array(sorted(set(symbols)), pa.string())
-        self._seen: dict[tuple[str, str, str], _SeenSeqs] = {}
+        self._seen = SeenSequences()  # accepted (group, seq) pairs, until the watermark passes them
+        self._groups: dict[tuple[str, str], int] = {}  # (provider, symbol) -> id; group = 2 * id + is_trade
         self._received = 0
         self._accepted = 0
         self._late_accepted = 0
@@ -252,11 +209,7 @@ class Normalizer(Operator):
         de-duplication keys of ticks with ``ts`` < it."""
         if self._watermark is None or ts > self._watermark:
             self._watermark = int(ts)
-        for key in list(self._seen):
-            seen = self._seen[key]
-            seen.forget_before(ts)
-            if not seen.runs:
-                del self._seen[key]
+        self._seen.forget_before(ts)
         return []
 
     def metrics(self) -> dict[str, Any]:
@@ -268,13 +221,14 @@ class Normalizer(Operator):
             "accepted": self._accepted,
             "quarantined": dict(self._quarantined),
             "late_accepted": self._late_accepted,
-            "dedup_keys": sum(len(seen) for seen in self._seen.values()),
+            "dedup_keys": len(self._seen),
         }
 
     def snapshot(self) -> dict[str, Any]:
         """The de-duplication keys and the counters (picklable)."""
         return {
-            "seen": {key: list(seen.runs) for key, seen in self._seen.items()},
+            "seen": self._seen.snapshot(),
+            "groups": dict(self._groups),
             "received": self._received,
             "accepted": self._accepted,
             "late_accepted": self._late_accepted,
@@ -285,7 +239,9 @@ class Normalizer(Operator):
 
     def restore(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`snapshot`."""
-        self._seen = {key: _SeenSeqs(list(runs)) for key, runs in state["seen"].items()}
+        self._seen = SeenSequences()
+        self._seen.restore(state["seen"])
+        self._groups = dict(state["groups"])
         self._received = state["received"]
         self._accepted = state["accepted"]
         self._late_accepted = state.get("late_accepted", 0)
@@ -378,44 +334,23 @@ class Normalizer(Operator):
         return ~_to_bool(pc.fill_null(known, False))
 
     def _dedup(self, batch: pa.RecordBatch, reason: np.ndarray) -> None:
-        """Mark replays of an accepted (provider, symbol, kind, seq) as duplicates, in place."""
+        """Mark replays of an accepted (provider, symbol, kind, seq) as duplicates, in place
+        (``actors/seen_sequences.py``: vectorised over every key of the batch)."""
         candidates = np.flatnonzero(reason == 0)
         if len(candidates) == 0:
             return
-        sub = batch if len(candidates) == batch.num_rows else batch.take(pa.array(candidates))
-        providers = pc.dictionary_encode(sub["provider"])
-        symbols = pc.dictionary_encode(sub["symbol"])
-        provider_names = providers.dictionary.to_pylist()
-        symbol_names = symbols.dictionary.to_pylist()
-        is_trade = _to_bool(pc.is_valid(sub["price"]))
-        group = (
-            providers.indices.to_numpy().astype(np.int64) * len(symbol_names) + symbols.indices.to_numpy()
-        ) * 2 + is_trade
-        seqs = sub["seq"].to_numpy()
-        ts = sub["ts"].to_numpy()
-        order = np.argsort(group, kind="stable")  # rows of a group stay in input order
-        sorted_group = group[order]
-        starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts.tolist(), ends.tolist()):
-            rows = order[start:end]
-            g = int(sorted_group[start])
-            key = (
-                provider_names[g // 2 // len(symbol_names)],
-                symbol_names[g // 2 % len(symbol_names)],
-                _TRADE if g % 2 else _QUOTE,
-            )
-            group_seqs = seqs[rows]
-            duplicate = np.ones(len(rows), dtype=bool)
-            duplicate[np.unique(group_seqs, return_index=True)[1]] = False  # first occurrence
-            seen = self._seen.get(key)
-            if seen is None:
-                seen = self._seen[key] = _SeenSeqs()
-            else:
-                duplicate |= seen.contains(group_seqs)
-            fresh = ~duplicate
-            seen.add(group_seqs[fresh], ts[rows][fresh])
-            reason[candidates[rows[duplicate]]] = _DUPLICATE
+        every = len(candidates) == batch.num_rows
+        providers, provider_names = string_codes(batch["provider"])
+        symbols, symbol_names = string_codes(batch["symbol"])
+        ids = np.empty((len(provider_names), len(symbol_names)), dtype=np.int64)
+        for i, provider in enumerate(provider_names):
+            for j, symbol in enumerate(symbol_names):
+                ids[i, j] = self._groups.setdefault((provider, symbol), len(self._groups))
+        group = ids[providers, symbols] * 2 + _to_bool(pc.is_valid(batch["price"]))
+        seq, ts = batch["seq"].to_numpy(), batch["ts"].to_numpy()
+        if not every:
+            group, seq, ts = group[candidates], seq[candidates], ts[candidates]
+        reason[candidates[self._seen.accept(group, seq, ts)]] = _DUPLICATE
 
     def _quarantine(self, batch: pa.RecordBatch, reason: np.ndarray) -> pa.RecordBatch:
         rejected = np.flatnonzero(reason)

@@ -241,13 +241,30 @@ def encode_rows(batch: pa.RecordBatch, fields: Sequence[str], bits: int = DEFAUL
         bits: significant bits kept of floats' significands.
 
     Returns:
-        ``batch.num_rows`` byte strings, e.g. ``b'["AMZN","1m",1340285400000000000,...]'``.
+        ``batch.num_rows`` byte strings, e.g. ``b'["AMZN","1m",1340285400000000000,...]'``:
+        the bytes of ``orjson.dumps`` of the row's canonical values, built column by column
+        (``parity/columnar.py``; the same bytes, several times faster).
 
     Raises:
         KeyError: a field is not a column of ``batch``.
     """
-    dumps = orjson.dumps
-    return [dumps(row) for row in zip(*canonical_columns(batch, fields, bits))]
+    from parity.columnar import json_texts, row_texts
+
+    names = batch.schema.names
+    texts = []
+    for name in fields:
+        if name not in names:
+            raise KeyError(f"column {name!r} is missing from the batch (columns: {', '.join(names)})")
+        column = batch.column(name)
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        text = json_texts(column, bits)
+        if text is None:  # a type only the row-by-row path knows
+            dumps = orjson.dumps
+            return [dumps(row) for row in zip(*canonical_columns(batch, fields, bits))]
+        texts.append(text)
+    if batch.num_rows == 0:
+        return []
+    return row_texts(texts)
 
 
 def genesis(stream: str, fields: Sequence[str], bits: int = DEFAULT_FLOAT_BITS) -> bytes:
