@@ -211,7 +211,7 @@ def discover_data_files(graph_file: str | Path) -> list[Path]:
     Raises:
         GraphError: the graph file no longer loads.
     """
-    from actors import load_kind
+    from graph.registry import load_kind
     from graph.spec import load_graph
 
     loaded = load_graph(graph_file)

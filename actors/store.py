@@ -304,6 +304,34 @@ class SqlStore(Operator):
             self._thread.join()
             self._loop.close()
 
+    def snapshot(self) -> dict[str, Any]:
+        """At a checkpoint barrier: commit every row received before it, then the counters.
+
+        So the store's durable state is exactly the checkpoint's: after a restore, rows sent
+        again are upserted over identical rows.
+
+        Raises:
+            StoreError: the commit failed.
+        """
+        self.flush()
+        return {"version": 1, "written": dict(self._written), "forming_ignored": self._forming_ignored, "flushes": self._flushes}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore the counters of a :meth:`snapshot` (the rows are in the database already).
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"sql_store snapshot version {state.get('version')!r}, expected 1")
+        self._written = {**self._written, **state["written"]}
+        self._forming_ignored, self._flushes = state["forming_ignored"], state["flushes"]
+
+    def discard(self) -> None:
+        """Forget the buffered rows (a restart: they come again after the checkpoint)."""
+        self._buffers = {stream: [] for stream in STREAM_TABLES}
+        self._buffered_rows = 0
+
     def metrics(self) -> dict[str, Any]:
         """``rows_written`` ({table: rows upserted}), ``forming_ignored``, ``flushes``, ``buffered``."""
         return {

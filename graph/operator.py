@@ -5,7 +5,7 @@ one, comes in its :class:`OperatorContext`). The same operator object serves rep
 live and backtest; ``graph/runtime.py`` is the only place that knows about actors.
 
 Message order on every edge is: data batches, then the watermark that follows them,
-then more data, ..., then end-of-stream. A watermark ``w`` says event time has reached
+then more data, checkpoint barriers, ..., then end-of-stream (``graph/messages.py``). A watermark ``w`` says event time has reached
 ``w`` on that edge: ticks with ``ts == w`` may still come, and a later tick with
 ``ts < w`` is a *late tick* (a replayed file with out-of-order rows, a slow live
 feed). Operators never drop a late tick silently: they apply their late-tick policy
@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from graph.messages import Watermark
 from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange
 
 __all__ = [
@@ -36,13 +37,6 @@ __all__ = [
 
 #: One output of an operator: (output stream name, Arrow batch of that stream's schema).
 Emit = tuple[str, pa.RecordBatch]
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """Event-time progress: no later tick on this edge has ``ts`` < ``ts`` (int64 ns UTC)."""
-
-    ts: int
 
 
 class _Idle:
@@ -143,11 +137,17 @@ class Operator:
         return {}
 
     def snapshot(self) -> Any:
-        """State to restore after a restart (picklable)."""
+        """State at a checkpoint barrier, to restore after a restart (picklable).
+
+        Called when every input has delivered the barrier: everything before it has been
+        passed to ``on_batch``/``on_watermark``, nothing after it. ``restore(snapshot())``
+        followed by the rest of the stream must give exactly the uninterrupted output. A
+        sink makes its writes durable here (the SQL store commits its buffer).
+        """
         return None
 
     def restore(self, state: Any) -> None:
-        """Restore the state returned by :meth:`snapshot`."""
+        """Restore the state returned by :meth:`snapshot` (called right after construction)."""
 
 
 class Source:
@@ -179,3 +179,14 @@ class Source:
     def metrics(self) -> dict[str, Any]:
         """Source-specific counters for the run summary (JSON-serialisable)."""
         return {}
+
+    def snapshot(self) -> Any:
+        """The source's offset at a checkpoint (taken between two events; picklable).
+
+        After ``restore(snapshot())`` (before ``events()`` starts), ``events()`` must
+        continue exactly after the last event emitted before the snapshot.
+        """
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Resume from the offset returned by :meth:`snapshot` (called right after construction)."""

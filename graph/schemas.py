@@ -153,7 +153,7 @@ SIGNAL = pa.schema(
     ]
 )
 
-JOB_STATUSES = ("running", "completed", "failed", "cancelled")
+JOB_STATUSES = ("running", "completed", "failed", "cancelled", "abandoned")
 
 #: One job (a replay, an export): what it did, when, and how it ended.
 JOB_RUN = pa.schema(

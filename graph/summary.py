@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graph.build import RunResult
+from graph.driver import RunResult
 from graph.spec import LoadedGraph
 
 __all__ = ["build_summary", "format_summary"]
@@ -89,7 +89,7 @@ def _parity_summary(per_node: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
 
 
 def _is_source(loaded: LoadedGraph, node_id: str) -> bool:
-    from actors import load_kind
+    from graph.registry import load_kind
     from graph.operator import Source
 
     return issubclass(load_kind(loaded.spec.node(node_id).kind), Source)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from actors import load_kind
+from graph.registry import load_kind
 from actors.bars import BarEngine, BarParams
 from graph.operator import OperatorContext
 from graph.schemas import BAR, QUARANTINE, TICK

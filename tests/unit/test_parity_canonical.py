@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from actors.bars import BarEngine, BarParams
 from graph.operator import OperatorContext
-from graph.runtime import DATA, EOF, WATERMARK, HostConfig, LocalTransport, NodeHost, partition_batch
+from graph.runtime import END_OF_STREAM, Data, Watermark, HostConfig, LocalTransport, NodeHost, partition_batch
 from graph.schemas import BAR, TICK
 from parity.canonical import (
     canonical_fields,
@@ -213,7 +213,7 @@ def _shard_channels(ticks: pa.RecordBatch, batch_rows: int, num_shards: int) -> 
     channels: list[list[tuple]] = [[] for _ in range(num_shards)]
 
     def send(shard, emits):
-        channels[shard].extend((DATA, stream, batch) for stream, batch in emits if stream == "bars")
+        channels[shard].extend(Data(stream, batch) for stream, batch in emits if stream == "bars")
 
     for start in range(0, ticks.num_rows, batch_rows):
         batch = ticks.slice(start, batch_rows)
@@ -222,10 +222,10 @@ def _shard_channels(ticks: pa.RecordBatch, batch_rows: int, num_shards: int) -> 
         watermark = int(batch.column("ts")[-1].as_py())
         for shard in range(num_shards):
             send(shard, engines[shard].on_watermark(watermark))
-            channels[shard].append((WATERMARK, watermark))
+            channels[shard].append(Watermark(watermark))
     for shard in range(num_shards):
         send(shard, engines[shard].on_eof())
-        channels[shard].append((EOF,))
+        channels[shard].append(END_OF_STREAM)
     return channels
 
 
@@ -258,7 +258,7 @@ def test_sharded_arrival_order_never_changes_the_bars_hash(trades, num_shards, s
     assert got == reference
     assert counters["out_of_order"] == 0 and counters["pending"] == 0
     # Independently: the chain over the SET of confirmed rows sorted by (bar end, symbol, timeframe, ts).
-    rows = pa.Table.from_batches([m[2] for c in sharded for m in c if m[0] == DATA]).to_pandas()
+    rows = pa.Table.from_batches([m.batch for c in sharded for m in c if isinstance(m, Data)]).to_pandas()
     rows = rows[rows["status"] == "confirmed"].copy()
     length = {"1s": 10**9, "1m": MINUTE, "5m": 5 * MINUTE, "1d": 26 * 60 * MINUTE}
     rank = {"1s": 0, "1m": 1, "5m": 2, "1d": 5}
