@@ -115,14 +115,14 @@ class BarParams(Params):
             key ``"default"`` applies to symbols not listed (else UTC 00:00-24:00).
         emit_forming: on each watermark, emit the bars touched since the previous one
             that are still open, with status ``forming``.
-        amend_window_ms: late policy ``amend`` only: how long (event time behind the
-            watermark) confirmed bars are kept to be corrected; > 0.
+
+    How long confirmed bars stay correctable under ``amend`` is the graph's
+    ``event_time.amend_window_ms`` (``OperatorContext.amend_window_ns``).
     """
 
     timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES), min_length=1)
     sessions: dict[str, Session] = Field(default_factory=dict)
     emit_forming: bool = True
-    amend_window_ms: int = Field(3_600_000, gt=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -482,12 +482,12 @@ class BarEngine(Operator):
             return ticks, []
         self._counts["late"] += count
         if self.ctx.late_policy == "amend":
-            horizon = wm - self.params.amend_window_ms * 1_000_000
+            horizon = wm - self.ctx.amend_window_ns
             late &= ticks.ts < horizon
             if not late.any():
                 return ticks, []
             why = (
-                f"older than the watermark minus amend_window_ms {self.params.amend_window_ms} "
+                f"older than the watermark minus amend_window_ms {self.ctx.amend_window_ns // 1_000_000} "
                 f"({_iso(horizon)}); its confirmed bars are no longer kept, so it cannot amend them"
             )
         else:
@@ -523,7 +523,7 @@ class BarEngine(Operator):
         self._final_chunks[tf] = []
         merged = BarArrays(*(np.concatenate(columns) for columns in zip(*parts)))
         if self._watermark not in (_NO_WATERMARK, _END_OF_STREAM):
-            keep = merged.end > self._watermark - self.params.amend_window_ms * 1_000_000
+            keep = merged.end > self._watermark - self.ctx.amend_window_ns
             if not keep.all():
                 merged = merged.take(keep)
         order = np.argsort(pack_key(merged.symbol, merged.ts), kind="stable")

@@ -143,6 +143,7 @@ class NodeHost:
             late_policy=event_time.get("late_policy", "drop"),
             idle_timeout_ns=None if idle_ms is None else idle_ms * 1_000_000,
             forming_interval_ns=event_time.get("forming_interval_ms", 0) * 1_000_000,
+            amend_window_ns=event_time.get("amend_window_ms", 3_600_000) * 1_000_000,
             earliest_ns=event_time.get("earliest", DEFAULT_EARLIEST_NS),
             latest_ns=event_time.get("latest", DEFAULT_LATEST_NS),
             run_id=cfg.run_id,

@@ -67,6 +67,8 @@ class OperatorContext:
         graph_file: the graph file this operator belongs to (None when built in code).
         allowed_lateness_ns, late_policy, idle_timeout_ns, forming_interval_ns: the
             graph's ``event_time`` settings (``graph/spec.py: EventTimeSettings``), in ns.
+        amend_window_ns: late policy ``amend``: how long behind the watermark a confirmed
+            bar can still be corrected (``event_time.amend_window_ms``), in ns.
         earliest_ns, latest_ns: the plausible event-time range ``[earliest, latest)``
             (``event_time.earliest/latest``, int ns UTC; ``graph/times.py``).
         run_id: the graph run's id (``job_runs.id`` of a replay); "" when built in code.
@@ -82,6 +84,7 @@ class OperatorContext:
     late_policy: str = "drop"
     idle_timeout_ns: int | None = 5_000_000_000
     forming_interval_ns: int = 0
+    amend_window_ns: int = 3_600_000_000_000
     earliest_ns: int = DEFAULT_EARLIEST_NS
     latest_ns: int = DEFAULT_LATEST_NS
     run_id: str = ""

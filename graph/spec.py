@@ -149,6 +149,10 @@ class EventTimeSettings(BaseModel):
             follows the wall clock, so quiet symbols still confirm; null disables.
         forming_interval_ms: at most one ``forming`` update per bar per this much
             event time (0: one per watermark).
+        amend_window_ms: late policy ``amend``: how long (event time behind the watermark)
+            a confirmed bar can still be corrected; the bar engines keep their confirmed
+            bars, the normalizer its de-duplication keys and the parity tracker its open
+            rows that long (one setting for all of them).
         earliest, latest: the plausible event times ``[earliest, latest)`` (ISO-8601 with
             offset or int ns UTC; default 1990-01-01 to 2100-01-01 UTC). The normalizer
             quarantines ticks outside as ``bad_timestamp`` (naming the likely unit
@@ -161,6 +165,7 @@ class EventTimeSettings(BaseModel):
     late_policy: Literal["drop", "amend"] = "drop"
     idle_timeout_ms: int | None = Field(default=5_000, ge=1)
     forming_interval_ms: int = Field(default=0, ge=0)
+    amend_window_ms: int = Field(default=3_600_000, gt=0)
     earliest: int = DEFAULT_EARLIEST_NS
     latest: int = DEFAULT_LATEST_NS
 

@@ -102,3 +102,55 @@ def test_killing_an_actor_mid_replay_changes_nothing(ray_session, tmp_path, unfa
     assert summary["bars_confirmed"] == expected_summary["bars_confirmed"]
     changed = sqlite3.connect(tmp_path / "store.db").execute("select count(*) from audit").fetchone()[0]
     assert changed == 0  # rows sent again after the checkpoint were identical to the stored ones
+
+
+def test_a_killed_driver_resumes_from_its_last_checkpoint(tmp_path, unfailed):
+    # run.py on its own private Ray, SIGKILLed (with its whole process group: its Ray too)
+    # once a checkpoint is complete; then `run.py --resume RUN_ID` finishes the run.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    expected, expected_summary = unfailed
+    audited(tmp_path)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    sets = [
+        f"store.url={url}", f"source.job_database_url={url}", f"parquet.path={tmp_path / 'parquet'}",
+        "source.batch_rows=4096", "runtime.pump_events=1", "runtime.checkpoint_interval_ms=150",
+        f"runtime.checkpoint_dir={tmp_path / 'ckpt'}",
+    ]  # fmt: skip
+    args = [sys.executable, str(ROOT / "run.py"), "--graph", "replay.yaml", "--no-progress", "--no-dashboard",
+            "--num-cpus", "2", *(f"--set={s}" for s in sets)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while not list((tmp_path / "ckpt").glob("*/*/COMPLETE.json")):
+            assert driver.poll() is None, driver.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint completed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    (run_dir,) = (tmp_path / "ckpt").iterdir()
+    run_id = run_dir.name
+    assert read_job(url, run_id)["status"] == "running"  # the killed driver recorded nothing more
+    summary_json = tmp_path / "summary.json"
+    resumed = subprocess.run([*args, "--resume", run_id, "--summary-json", str(summary_json)], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"run {run_id}: resumed from checkpoint " in resumed.stderr
+    got = outputs(tmp_path)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(got[name], expected[name], check_exact=True, obj=name)
+    import json
+
+    summary = json.loads(summary_json.read_text())
+    assert summary["parity"] == expected_summary["parity"]
+    assert summary["ticks_read"] == expected_summary["ticks_read"]
+    assert read_job(url, run_id)["status"] == "completed"
+    assert sqlite3.connect(tmp_path / "store.db").execute("select count(*) from audit").fetchone()[0] == 0

@@ -29,7 +29,7 @@ from parity.canonical import (
     StreamHasher,
 )
 from parity.ordering import DAILY_BOUND_NS, OrderedStream, bar_release_bounds
-from tests.reference import tardis_trades
+from tests.reference import reference_bars, tardis_trades
 
 T0 = 1_340_285_400_000_000_000  # 2012-06-21 13:30:00 UTC
 MINUTE = 60_000_000_000
@@ -60,7 +60,7 @@ def tick_batch(frame, symbols=None) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=TICK)
 
 
-def chain_by_hand(stream: str, fields, rows: list[bytes], bits: int = 32) -> str:
+def chain_by_hand(stream: str, fields, rows: list[bytes], bits: int = 53) -> str:
     """The chain of parity/canonical.py's docstring, written out with hashlib."""
     h = hashlib.sha256(f"tickgraph-parity/1\n{stream}\n".encode() + orjson.dumps(list(fields)) + f"\n{bits}".encode()).digest()
     for row in rows:
@@ -106,17 +106,42 @@ def test_floats_nan_infinity_null_and_negative_zero_have_one_form_each():
     assert encode_rows(batch, ["x"]) == [b'["NaN"]', b'["Infinity"]', b'["-Infinity"]', b"[null]", b"[0.0]", b"[1.5]"]
 
 
-def test_neighbouring_floats_get_the_same_canonical_value():
-    # The two volume-weighted prices of one real bar, from two batchings of the same trades.
-    assert canonical_float(9666.257696875004) == canonical_float(9666.257696875)
-    assert canonical_float(0.1 + 0.2) == canonical_float(0.3)
+def test_floats_are_hashed_at_full_precision_and_rounded_only_when_asked():
+    # The two volume-weighted prices of one real bar from two batchings of the old float sums:
+    # distinct values hash distinctly now; float_bits=32 still lumps them together on request.
+    assert canonical_float(9666.257696875004) != canonical_float(9666.257696875)
+    assert canonical_float(9666.257696875004, 32) == canonical_float(9666.257696875, 32)
+    assert canonical_float(0.1 + 0.2, 32) == canonical_float(0.3, 32)
+
+
+def test_a_one_lot_difference_changes_the_bar_hash(trades):
+    # The real BTCUSDT 1d bar, and the same bar with 0.001 BTC (one lot), 3e-5 BTC or a
+    # 1e-10 relative more volume: each hashes differently (the old 32-bit rounding did not
+    # tell the last one apart).
+    day = reference_bars(trades, "1d").iloc[0]
+    base = {**bar_row(symbol="BTCUSDT", timeframe="1d", ts=int(day.name), close=float(day["close"])),
+            "open": float(day["open"]), "high": float(day["high"]), "low": float(day["low"]),
+            "vwap": float(day["vwap"]), "trade_count": int(day["trade_count"])}  # fmt: skip
+    fields = canonical_fields(BAR)
+
+    def digest(volume: float, bits: int = 53) -> str:
+        hasher = StreamHasher("bars", fields, float_bits=bits)
+        hasher.update(encode_rows(bars({**base, "volume": volume}), fields, bits))
+        return hasher.hexdigest
+
+    assert digest(day["volume"] + 0.001) != digest(day["volume"])
+    assert digest(day["volume"] + 3e-5) != digest(day["volume"])
+    tiny = day["volume"] * 1e-10  # below 2**-32 relative: the old rounding hashed it equal
+    assert digest(day["volume"] + tiny) != digest(day["volume"])
+    assert digest(day["volume"] + tiny, bits=32) == digest(day["volume"], bits=32)
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False, min_value=-1e300, max_value=1e300))
-def test_rounding_keeps_32_bits_and_is_idempotent(x):
-    rounded = canonical_float(x)
+def test_rounding_keeps_the_asked_bits_and_is_idempotent(x):
+    rounded = canonical_float(x, 32)
     assert abs(rounded - x) <= abs(x) * 2.0**-32
-    assert canonical_float(rounded) == rounded
+    assert canonical_float(rounded, 32) == rounded
+    assert canonical_float(x) == x or x == 0.0  # the default keeps every bit
     assert round_significand(np.array([x]), 53)[0] == x or x == 0.0
 
 
