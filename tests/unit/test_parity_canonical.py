@@ -116,7 +116,7 @@ def test_floats_are_hashed_at_full_precision_and_rounded_only_when_asked():
 
 def test_a_one_lot_difference_changes_the_bar_hash(trades):
     # The real BTCUSDT 1d bar, and the same bar with 0.001 BTC (one lot), 3e-5 BTC or a
-    # 1e-10 relative more volume: each hashes differently (the old 32-bit rounding did not
+    # 1e-12 relative more volume: each hashes differently (the old 32-bit rounding did not
     # tell the last one apart).
     day = reference_bars(trades, "1d").iloc[0]
     base = {**bar_row(symbol="BTCUSDT", timeframe="1d", ts=int(day.name), close=float(day["close"])),
@@ -131,7 +131,7 @@ def test_a_one_lot_difference_changes_the_bar_hash(trades):
 
     assert digest(day["volume"] + 0.001) != digest(day["volume"])
     assert digest(day["volume"] + 3e-5) != digest(day["volume"])
-    tiny = day["volume"] * 1e-10  # below 2**-32 relative: the old rounding hashed it equal
+    tiny = day["volume"] * 1e-12  # far below 2**-32 relative: the old rounding hashed it equal
     assert digest(day["volume"] + tiny) != digest(day["volume"])
     assert digest(day["volume"] + tiny, bits=32) == digest(day["volume"], bits=32)
 
