@@ -49,9 +49,13 @@ def find_node_failure(exc: BaseException) -> NodeFailure | None:
     found = None
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, NodeFailure):
+        if isinstance(exc, NodeFailure) and hasattr(exc, "node_id"):
             found = exc
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    if found is not None and type(found) is not NodeFailure:
+        # Ray's RayTaskError subclasses the cause's type; its str() is Ray's traceback
+        # banner, not the one-line failure: rebuild the plain NodeFailure.
+        found = NodeFailure(found.node_id, found.shard, found.error, found.details, found.actor_died)
     return found
 
 
