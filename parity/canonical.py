@@ -6,9 +6,11 @@ JSON array of its canonical field values:
 
 * **field order** is fixed per schema: the declared order of the stream's schema in
   ``graph/schemas.py`` (BAR, TICK, SIGNAL, QUARANTINE, recognised by their columns),
-  minus the provenance fields :data:`PROVENANCE_FIELDS` (``origin`` says whether a tick
-  came live or from a replay and so differs by design between a live capture and its
-  replay). A batch's column order and extra columns never matter. A stream of an
+  minus the provenance fields :data:`PROVENANCE_FIELDS`, which say how a row arrived
+  rather than what it is: a tick's ``origin`` (live or replay) and ``advances_watermark``
+  (a live feed's receive-time quote), and a bar's ``status`` (``confirmed``, ``corrected``
+  or ``partial`` depends on when the watermark passed, i.e. on batching and on where a
+  session started; the bar's values do not). A batch's column order and extra columns never matter. A stream of an
   unknown schema uses its column names in sorted order.
 * **floats** are hashed at full precision by default (``float_bits`` 53: every bit of
   the IEEE-754 double), written by orjson as the shortest repr that reads back to the
@@ -24,7 +26,7 @@ JSON array of its canonical field values:
 
 The chain (as in a hash-linked log, e.g. Certificate Transparency's, RFC 6962)::
 
-    h_0 = SHA-256("tickgraph-parity/1\\n" + stream + "\\n" + orjson(fields) + "\\n" + float_bits)
+    h_0 = SHA-256("tickgraph-parity/2\\n" + stream + "\\n" + orjson(fields) + "\\n" + float_bits)
     h_i = SHA-256(h_{i-1} || encode(row_i))          # h_{i-1}: 32 raw bytes
 
 ``h_n`` is the stream hash after ``n`` messages. Every ``checkpoint_every`` messages
@@ -62,11 +64,11 @@ __all__ = [
 ]
 
 #: Version tag of the canonical form; part of every chain's genesis and of every proof.
-CANONICAL_VERSION = "tickgraph-parity/1"
+CANONICAL_VERSION = "tickgraph-parity/2"
 #: Significant bits kept of every float's significand (53 = exact, the default).
 DEFAULT_FLOAT_BITS = 53
 #: Fields that say where a row came from rather than what it is; never hashed.
-PROVENANCE_FIELDS = frozenset({"origin", "replay_run_id"})
+PROVENANCE_FIELDS = frozenset({"origin", "replay_run_id", "advances_watermark", "status"})
 
 #: Known stream schemas, most specific first (a BAR batch is recognised before a TICK one).
 _KNOWN_SCHEMAS: tuple[tuple[str, pa.Schema], ...] = (

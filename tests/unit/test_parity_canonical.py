@@ -62,7 +62,7 @@ def tick_batch(frame, symbols=None) -> pa.RecordBatch:
 
 def chain_by_hand(stream: str, fields, rows: list[bytes], bits: int = 53) -> str:
     """The chain of parity/canonical.py's docstring, written out with hashlib."""
-    h = hashlib.sha256(f"tickgraph-parity/1\n{stream}\n".encode() + orjson.dumps(list(fields)) + f"\n{bits}".encode()).digest()
+    h = hashlib.sha256(f"tickgraph-parity/2\n{stream}\n".encode() + orjson.dumps(list(fields)) + f"\n{bits}".encode()).digest()
     for row in rows:
         h = hashlib.sha256(h + row).digest()
     return h.hex()
@@ -77,8 +77,17 @@ def trades():
 def test_a_bar_row_encodes_in_the_schemas_field_order():
     # Values exactly representable in 32 significant bits are written unchanged.
     assert encode_rows(bars(bar_row()), canonical_fields(BAR)) == [
-        b'["AMZN","1m",1340285400000000000,223.5,224.0,223.25,223.75,100.0,223.5,3,"confirmed"]'
+        b'["AMZN","1m",1340285400000000000,223.5,224.0,223.25,223.75,100.0,223.5,3]'
     ]
+
+
+def test_a_bars_status_is_not_hashed_its_values_are():
+    # A bar confirmed in one batching is corrected in another, and partial in a live
+    # session that started inside it: the same bar. A different volume is a different bar.
+    fields = canonical_fields(BAR)
+    rows = [encode_rows(bars(bar_row(status=status)), fields) for status in ("confirmed", "corrected", "partial")]
+    assert rows[0] == rows[1] == rows[2]
+    assert encode_rows(bars(bar_row(volume=101.0)), fields) != rows[0]
 
 
 def test_column_order_and_extra_columns_do_not_change_the_encoding():
@@ -93,9 +102,11 @@ def test_provenance_fields_are_not_hashed(trades):
     live = tick_batch(trades.head(5))
     replay = live.set_column(live.schema.get_field_index("origin"), "origin", pa.array(["live"] * 5))
     fields = canonical_fields(TICK)
-    assert "origin" not in fields and "replay_run_id" not in fields
-    assert fields == tuple(n for n in TICK.names if n not in ("origin", "replay_run_id"))
+    assert "origin" not in fields and "replay_run_id" not in fields and "advances_watermark" not in fields
+    assert fields == tuple(n for n in TICK.names if n not in ("origin", "replay_run_id", "advances_watermark"))
     assert encode_rows(live, fields) == encode_rows(replay, fields)
+    received = live.set_column(live.schema.get_field_index("advances_watermark"), "advances_watermark", pa.array([False] * 5))
+    assert encode_rows(received, fields) == encode_rows(live, fields)
     # A tick batch without the optional provenance column is still a tick stream.
     bare = live.drop_columns([n for n in ("replay_run_id",) if n in live.schema.names])
     assert canonical_fields(bare.schema) == fields
