@@ -48,6 +48,7 @@ class RunResult:
         elapsed_s: wall seconds from the first source step to drained end-of-stream.
         hosts: ``NodeHost.metrics()`` of every shard, in topological order.
         stopped_early: True if ``--duration`` or Ctrl-C ended the sources.
+        run_id: the run's id (``--resume RUN_ID`` continues a stopped or failed run).
         restarts: how many times the graph was redeployed after an actor died.
         checkpoint: the last complete checkpoint (None: none).
         recoveries: per restart, ``{"failure", "detected_s", "resumed_s"}``: seconds from
@@ -57,6 +58,7 @@ class RunResult:
     elapsed_s: float
     hosts: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    run_id: str = ""
     restarts: int = 0
     checkpoint: int | None = None
     recoveries: list[dict[str, Any]] = field(default_factory=list)
@@ -186,7 +188,7 @@ class GraphRun:
         self.record.finish("cancelled" if state["stopped"] else "completed", sources=source_metrics)
         if self.checkpoints is not None and not state["stopped"]:
             self.checkpoints.remove()  # a completed run has nothing to resume
-        return RunResult(elapsed, metrics, state["stopped"], self.restarts, self.last_complete, self.recoveries)
+        return RunResult(elapsed, metrics, state["stopped"], self.run_id, self.restarts, self.last_complete, self.recoveries)
 
     def _restartable(self, failure: NodeFailure) -> bool:
         return failure.actor_died and self.backend == "ray" and self.restarts < self.max_restarts
@@ -222,16 +224,18 @@ class GraphRun:
             pending = list(deployment.sources)
             while pending:
                 for key in list(pending):
-                    progress[key] = deployment.hosts[key].pump(pump_events, stop=stop_now(), checkpoint=coordinator.barrier_for(key))
+                    stop = stop_now()
+                    progress[key] = deployment.hosts[key].pump(pump_events, stop=stop, checkpoint=coordinator.barrier_for(key, stop))
                     if progress[key]["done"]:
                         pending.remove(key)
                         coordinator.finished(key)
                     stepped()
+            coordinator.poll()
             return
         import ray
 
         def step(key: tuple[str, int], stop: bool = False) -> Any:
-            return deployment.hosts[key].pump.remote(key, pump_events, stop=stop, checkpoint=coordinator.barrier_for(key))
+            return deployment.hosts[key].pump.remote(key, pump_events, stop=stop, checkpoint=coordinator.barrier_for(key, stop))
 
         refs = {step(key): key for key in deployment.sources}
         while refs:
@@ -251,6 +255,7 @@ class GraphRun:
                 else:
                     refs[step(key, stop_now())] = key
             stepped()
+        coordinator.poll()
 
 
 class _Checkpoints:
@@ -266,11 +271,15 @@ class _Checkpoints:
         self.waiting: set[tuple[str, int]] = set()  # sources still to inject ``in_flight``
         self.last = time.monotonic()
 
-    def barrier_for(self, source: tuple[str, int]) -> int | None:
-        """The checkpoint ``source``'s next step must start, if any (starting one when due)."""
+    def barrier_for(self, source: tuple[str, int], stop: bool = False) -> int | None:
+        """The checkpoint ``source``'s next step must start, if any (starting one when due).
+
+        A stopping step always starts one: a stopped run keeps its checkpoints, so
+        ``--resume`` continues it (its open bars complete instead of staying partial).
+        """
         if self.store is None:
             return None
-        if self.in_flight is None and time.monotonic() - self.last >= self.run.interval_s:
+        if self.in_flight is None and (stop or time.monotonic() - self.last >= self.run.interval_s):
             self.in_flight, self.waiting = self.next_id, set(self.sources)
             self.next_id += 1
         if self.in_flight is not None and source in self.waiting:

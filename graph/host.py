@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from graph import telemetry
 from graph.checkpoints import FINAL, CheckpointStore
 from graph.failures import NodeFailure
-from graph.messages import END_OF_STREAM, Barrier, Data, EndOfStream, Message, Watermark
+from graph.messages import END_OF_STREAM, STOPPED, Barrier, Data, EndOfStream, Message, Watermark
 from graph.operator import IDLE, OperatorContext
 from graph.partition import Route
 from graph.registry import load_kind
@@ -115,6 +115,7 @@ class NodeHost:
         self._blocked: set[str] = set()  # channels that delivered it
         self._held: dict[str, list[Message]] = {}  # their messages behind it
         self._last_barrier = 0
+        self._stopped = False  # an input ended by a stop: what is open is incomplete
         self._final_operator_metrics: dict[str, Any] | None = None  # restored as finished
         self.telemetry: Any = telemetry.NULL_TELEMETRY  # actor metrics (graph/telemetry.py)
 
@@ -216,13 +217,13 @@ class NodeHost:
             elif isinstance(message, EndOfStream):
                 self.open_channels.discard(channel)
                 self.channel_wm.pop(channel, None)
+                self._stopped |= message.stopped
                 if self._aligning is not None and self.open_channels <= self._blocked:
                     ended |= self._complete_barrier(outbox)  # an ended channel needs no barrier
                 elif self.open_channels:
                     self._advance_watermark(outbox)
                 else:
-                    self._route(self._guard(self.op.on_eof), outbox)
-                    self._broadcast(END_OF_STREAM, outbox)
+                    self._end_stream(outbox)
                     ended = True
             else:
                 raise TypeError(f"node {self.channel}: unknown message {message!r}")
@@ -262,10 +263,14 @@ class NodeHost:
         for channel in sorted(held):  # deterministic order across channels
             ended |= self._deliver(channel, held[channel], outbox)
         if not self.open_channels and not ended:  # the channels that ended were all that was left
-            self._route(self._guard(self.op.on_eof), outbox)
-            self._broadcast(END_OF_STREAM, outbox)
+            self._end_stream(outbox)
             ended = True
         return ended
+
+    def _end_stream(self, outbox: dict) -> None:
+        """Every input has ended: the operator's ``on_eof`` (or ``on_stop`` after a stop)."""
+        self._route(self._guard(self.op.on_stop if self._stopped else self.op.on_eof), outbox)
+        self._broadcast(STOPPED if self._stopped else END_OF_STREAM, outbox)
 
     def _write_checkpoint(self, checkpoint: int) -> None:
         self._last_barrier = checkpoint
@@ -363,7 +368,7 @@ class NodeHost:
                     break
                 self._emit_source_event(event, outbox)
         if done:
-            self._broadcast(END_OF_STREAM, outbox)
+            self._broadcast(STOPPED if stop else END_OF_STREAM, outbox)
         self._send(outbox)
         if done:
             self._finish()

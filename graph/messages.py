@@ -12,7 +12,7 @@ transports. Every edge is FIFO, so control messages stay in order with the data:
   checkpoint, everything after it to the next (asynchronous barrier snapshotting, as in
   Flink: a host with several inputs holds the data behind a barrier until every input
   has delivered it, then snapshots its operator and forwards the barrier).
-* :data:`END_OF_STREAM`: this edge is done.
+* :data:`END_OF_STREAM`: this edge is done (:data:`STOPPED`: done early, by a stop).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-__all__ = ["Data", "Watermark", "Barrier", "EndOfStream", "END_OF_STREAM", "Message"]
+__all__ = ["Data", "Watermark", "Barrier", "EndOfStream", "END_OF_STREAM", "STOPPED", "Message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,20 @@ class Barrier:
 
 @dataclass(frozen=True, slots=True)
 class EndOfStream:
-    """No more messages on this edge (use :data:`END_OF_STREAM`)."""
+    """No more messages on this edge (use :data:`END_OF_STREAM` or :data:`STOPPED`).
+
+    Attributes:
+        stopped: the stream was stopped before its end (``--duration``, Ctrl-C): what is
+            still open is incomplete (a host calls its operator's ``on_stop``).
+    """
+
+    stopped: bool = False
 
 
 #: The end-of-stream message.
 END_OF_STREAM = EndOfStream()
+#: The end-of-stream message of a stream stopped before its end.
+STOPPED = EndOfStream(stopped=True)
 
 #: Any message on an edge.
 Message = Data | Watermark | Barrier | EndOfStream

@@ -132,6 +132,15 @@ class Operator:
         """Every input has ended: flush state (e.g. confirm forming bars)."""
         return []
 
+    def on_stop(self) -> list[Emit]:
+        """Every input has ended because the run was stopped early (``--duration``, Ctrl-C).
+
+        What is still open is incomplete: an operator that would finalise it at
+        ``on_eof`` must not (the bar engine emits its open bars as ``partial``). The
+        default is :meth:`on_eof`.
+        """
+        return self.on_eof()
+
     def close(self) -> None:
         """Release resources (connections, files). Called once, after ``on_eof`` or on failure."""
 
