@@ -180,6 +180,37 @@ class Recorder(Operator):
             if self._table is not None:
                 self._table.close()
 
+    def snapshot(self) -> dict[str, Any]:
+        """At a checkpoint: commit the ticks buffered for ``tick_data``; the catalog writer's
+        buffered rows and written files (``CatalogWriter.snapshot``; written files are final)
+        and the counters are the state.
+
+        Raises:
+            StoreError: the commit failed.
+        """
+        self._flush_sql(wait=True)
+        return {
+            "version": 2, "catalog": self.writer.snapshot(), "recorded": self._recorded, "skipped": self._skipped,
+            "rows_written": self._table.written if self._table is not None else 0,
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the session of a :meth:`snapshot`: the same spans, the same files.
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != 2:
+            raise ValueError(f"recorder snapshot version {state.get('version')!r}, expected 2")
+        self.writer.restore(state["catalog"])
+        self._recorded, self._skipped = state["recorded"], state["skipped"]
+        if self._table is not None:
+            self._table.written = state["rows_written"]
+
+    def discard(self) -> None:
+        """Forget what is buffered (a restart: the checkpoint holds it), so close writes nothing."""
+        self._ended = True
+
     def metrics(self) -> dict[str, Any]:
         """``recorded`` (ticks), ``skipped`` (other origins), ``catalog`` (the writer's
         counters, ``catalog.writer.CatalogWriter.metrics``), ``rows_written`` (tick_data)."""

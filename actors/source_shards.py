@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from actors.tick_formats import TickChunk
 from graph.operator import OperatorContext
-from graph.runtime import shard_of
+from graph.partition import shard_of
 
 __all__ = ["Partition", "SHARD_KEY", "ShardPlan", "source_shard"]
 

@@ -25,7 +25,7 @@ from db.engine import StoreError, create_engine, describe_db_error, mask_url
 from db.tables import create_tables, job_runs
 from graph.schemas import JOB_STATUSES
 
-__all__ = ["start_job", "finish_job", "add_to_job", "read_job", "update_job", "list_jobs"]
+__all__ = ["start_job", "finish_job", "read_job", "update_job", "list_jobs", "reopen_job", "mark_abandoned"]
 
 
 def _run(url: str, work: Callable[[Any], Any]) -> Any:
@@ -55,13 +55,8 @@ def start_job(
     metadata_json: dict[str, Any] | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     job_id: str | None = None,
-    if_absent: bool = False,
 ) -> str:
     """Insert a ``running`` job row; returns its id (``job_id``, default a new uuid4 hex).
-
-    Args:
-        if_absent: leave an existing row of that id as it is (``INSERT ... ON CONFLICT DO
-            NOTHING``): the shards of one source node each make sure the row exists.
 
     Raises:
         StoreError: the database refused the write (URL masked), e.g. the id exists.
@@ -81,19 +76,7 @@ def start_job(
         "error_message": None,
         "metadata": orjson.dumps(metadata_json or {}).decode(),
     }
-
-    def work(connection: Any) -> None:
-        statement = job_runs.insert().values(**row)
-        if if_absent:
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
-            if dialect is None:
-                raise ValueError(f"if_absent needs SQLite or PostgreSQL, not {connection.dialect.name}")
-            statement = dialect.insert(job_runs).values(**row).on_conflict_do_nothing(index_elements=["id"])
-        connection.execute(statement)
-
-    _run(url, work)
+    _run(url, lambda connection: connection.execute(job_runs.insert().values(**row)))
     return job_id
 
 
@@ -108,18 +91,19 @@ def finish_job(
     error_message: str | None = None,
     metadata_json: dict[str, Any] | None = None,
     symbols: Sequence[str] | None = None,
+    provider: str | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> None:
     """Mark job ``job_id`` ``completed``, ``failed`` or ``cancelled`` (``completed_at`` = now).
 
-    ``symbols``, when given, replaces the row's symbols (e.g. the symbols a replay
-    actually emitted, where the start only knew its filter).
+    ``symbols`` and ``provider``, when given, replace the row's (e.g. the symbols a
+    replay actually emitted, where the start only knew its filter).
 
     Raises:
         ValueError: ``status`` is not a final status.
         StoreError: the database refused the write, or no job has that id.
     """
-    if status not in JOB_STATUSES or status == "running":
+    if status not in JOB_STATUSES or status in ("running", "abandoned"):
         raise ValueError(f"final job status must be completed, failed or cancelled, got {status!r}")
     values: dict[str, Any] = {"status": status, "completed_at": clock_ns(), "error_message": error_message}
     for name, value in (("rows_written", rows_written), ("min_ts", min_ts), ("max_ts", max_ts)):
@@ -129,46 +113,10 @@ def finish_job(
         values["metadata"] = orjson.dumps(metadata_json).decode()
     if symbols is not None:
         values["symbols"] = orjson.dumps(sorted(symbols)).decode()
+    if provider is not None:
+        values["provider"] = provider
     result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
     if result.rowcount != 1:
-        raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
-
-
-def add_to_job(
-    url: str, job_id: str, *, rows: int, min_ts: int | None, max_ts: int | None, symbols: Sequence[str] = ()
-) -> None:
-    """Add one part's counts to a job row: ``rows_written += rows``, the event-time range
-    widened to ``[min_ts, max_ts]``, ``symbols`` merged (sorted); the status is unchanged.
-
-    One transaction that writes first (so concurrent parts queue on the row instead of
-    deadlocking): the parts of one job (source shards) may call it at the same time.
-
-    Raises:
-        StoreError: the database refused the write, or no job has that id.
-    """
-    column = job_runs.c
-
-    def widened(current: Any, value: int | None, smaller: bool) -> Any:
-        if value is None:
-            return current
-        beyond = current > value if smaller else current < value
-        return sa.case((sa.or_(current.is_(None), beyond), int(value)), else_=current)
-
-    def work(connection: Any) -> int:
-        updated = connection.execute(
-            job_runs.update().where(column.id == job_id).values(
-                rows_written=sa.func.coalesce(column.rows_written, 0) + int(rows),
-                min_ts=widened(column.min_ts, min_ts, smaller=True),
-                max_ts=widened(column.max_ts, max_ts, smaller=False),
-            )
-        ).rowcount
-        if updated == 1 and symbols:
-            stored = connection.execute(sa.select(column.symbols).where(column.id == job_id)).scalar()
-            merged = sorted({*(orjson.loads(stored) if stored else []), *symbols})
-            connection.execute(job_runs.update().where(column.id == job_id).values(symbols=orjson.dumps(merged).decode()))
-        return updated
-
-    if _run(url, work) != 1:
         raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
 
 
@@ -253,3 +201,51 @@ def list_jobs(url: str, job_name: str | None = None, limit: int = 50) -> list[di
         statement = statement.where(job_runs.c.job_name == job_name)
     rows = _run(url, lambda c: c.execute(statement).mappings().all())
     return [_decoded(row) for row in rows]
+
+
+def reopen_job(url: str, job_id: str, metadata_json: dict[str, Any]) -> None:
+    """Set job ``job_id`` back to ``running`` (a resumed run): clears ``completed_at`` and the error.
+
+    Raises:
+        StoreError: the database refused the write, or no job has that id.
+    """
+    values = {"status": "running", "completed_at": None, "error_message": None,
+              "metadata": orjson.dumps(metadata_json).decode()}  # fmt: skip
+    result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
+    if result.rowcount != 1:
+        raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
+
+
+def mark_abandoned(url: str, stale_before_ns: int, keep: str | None = None) -> int:
+    """Mark ``running`` jobs whose driver is gone as ``abandoned``; returns how many.
+
+    A job's driver is gone when its ``metadata.heartbeat_ns`` (or, for a row without one,
+    its ``started_at``) is older than ``stale_before_ns`` (wall clock, ns UTC).
+
+    Args:
+        url: the store.
+        stale_before_ns: the heartbeat deadline.
+        keep: a job id never to mark (the caller's own).
+
+    Raises:
+        StoreError: the database refused.
+    """
+
+    def work(connection: Any) -> int:
+        rows = connection.execute(
+            sa.select(job_runs.c.id, job_runs.c.started_at, job_runs.c.metadata).where(job_runs.c.status == "running")
+        ).all()
+        stale = []
+        for job_id, started_at, metadata in rows:
+            beat = (orjson.loads(metadata) if metadata else {}).get("heartbeat_ns", started_at)
+            if job_id != keep and beat is not None and beat < stale_before_ns:
+                stale.append(job_id)
+        if stale:
+            connection.execute(
+                job_runs.update().where(job_runs.c.id.in_(stale), job_runs.c.status == "running").values(
+                    status="abandoned", error_message="the run's driver stopped without recording an outcome"
+                )
+            )
+        return len(stale)
+
+    return int(_run(url, work))
