@@ -55,7 +55,8 @@ class CatalogSink(Operator):
     """Writes ``ticks`` and ``signals`` batches to the tick catalog (see the module docstring).
 
     A run aborted by another node's failure closes the sink, which then writes what it
-    has buffered (nothing received is lost).
+    has buffered (nothing received is lost); a restart from a checkpoint discards it
+    instead (the checkpoint holds it, :meth:`snapshot`).
     """
 
     Params: ClassVar[type[Params]] = CatalogParams
@@ -105,9 +106,20 @@ class CatalogSink(Operator):
         return self.writer.metrics()
 
     def snapshot(self) -> dict[str, Any]:
-        """Buffered rows and the files written this run (picklable)."""
+        """At a checkpoint barrier: the rows of the open spans and the files written so far
+        (``CatalogWriter.snapshot``). Files are written whole and renamed into place as
+        spans close, so every file on disk at the barrier is final; what is not in a file
+        yet is in the checkpoint."""
         return self.writer.snapshot()
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`snapshot`."""
+        """Continue from a :meth:`snapshot`: rows sent again after it are stored once.
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
         self.writer.restore(state)
+
+    def discard(self) -> None:
+        """Forget the buffered rows (a restart: the checkpoint holds them), so close writes nothing."""
+        self._ended = True

@@ -25,6 +25,16 @@ the layout of ``catalog/layout.py`` once event time has passed them:
   written): at the next span boundary or at the end, they are merged into the file this
   writer wrote for that span, which is replaced by the merged file (only ever a file of
   the same writer). The final catalog is the same as if they had arrived in time.
+* **Checkpoints** (:meth:`CatalogWriter.snapshot`, at a barrier): every file written is
+  final (renamed into place); the snapshot holds the rows not yet written (the open
+  spans) and which file this writer wrote for each span. A writer restored from it and
+  sent the rest of the stream again leaves every row stored exactly once: files the
+  rolled-back attempt wrote after the checkpoint hold rows that are sent again, which
+  are then already stored (insert-or-ignore), and an own file that attempt replaced by a
+  merged one is found gone and its replacement treated as another file; ticks an own
+  file holds already are not merged into it again. (One difference
+  from an uninterrupted run, under ``amend`` only: a late row for a span first written
+  by the rolled-back attempt goes to a ``-1`` file of its own instead of being merged.)
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ ROW_GROUP_ROWS = 32_768
 #: Default event-time span of one file, seconds.
 DEFAULT_FILE_SPAN_S = 3600
 _NS_PER_S = 1_000_000_000
+_SNAPSHOT_VERSION = 1
 
 
 def check_file_span(seconds: int) -> int:
@@ -198,8 +209,10 @@ class CatalogWriter:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """Buffered rows, the span cut, the files written and the counters (picklable)."""
+        """Buffered rows, the span cut, the files written and the counters (picklable;
+        the module docstring says what a restore from it guarantees)."""
         return {
+            "version": _SNAPSHOT_VERSION,
             "pending": {s: (list(p.batches), list(p.lows), p.rows) for s, p in self._pending.items()},
             "cut": self._cut,
             "written": dict(self._written),
@@ -207,7 +220,13 @@ class CatalogWriter:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`snapshot` (the files it names must still exist)."""
+        """Restore a :meth:`snapshot` (before any row is added).
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != _SNAPSHOT_VERSION:
+            raise ValueError(f"{self.owner}: catalog snapshot version {state.get('version')!r}, expected {_SNAPSHOT_VERSION}")
         self._pending = {s: _Pending(list(b), list(lows), rows) for s, (b, lows, rows) in state["pending"].items()}
         self._cut = state["cut"]
         self._written = dict(state["written"])
@@ -246,11 +265,19 @@ class CatalogWriter:
         schema = file_schema(stream)
         rows = rows.drop_columns(["symbol"])
         own = self._written.get((stream, symbol, span))
+        if own is not None and not own.exists():  # replaced by an attempt rolled back to a checkpoint
+            del self._written[(stream, symbol, span)]
+            own = None
         previous_rows = 0
         if own is not None:  # late rows: merge into the file written for this span
+            if stream == "ticks":  # ticks it holds already (sent again after a restore) are not added twice
+                rows = _not_stored(stream, rows, [parse_file_name(own)])
+                if rows.num_rows == 0:
+                    return
             previous = _as_int_ts(read_file(own))
             previous_rows = previous.num_rows
-            rows = _sorted(stream, _encoded(pa.concat_tables([previous, _decoded(rows)])))
+            late = _decoded(rows).select(previous.column_names).cast(previous.schema)  # the file's nullability
+            rows = _sorted(stream, _encoded(pa.concat_tables([previous, late])))
         if stream == "signals":
             rows = _last_per_key(rows)
         folder = partition_dir(self.root, stream, symbol, utc_date(span * self.span_ns))
