@@ -50,7 +50,7 @@ from actors.normalizer import Normalizer  # noqa: E402
 from graph.operator import OperatorContext  # noqa: E402
 from graph.schemas import TICK  # noqa: E402
 from graph.timeframes import INTRADAY_NS  # noqa: E402
-from replay_throughput import DAY_NS, _read, ensure_input  # noqa: E402
+from replay_throughput import DAY_NS, LOBSTER_AMZN, _read, ensure_input  # noqa: E402
 
 FIX = ROOT / "fixtures"
 BATCH_ROWS = 65_536
@@ -61,12 +61,7 @@ def one_symbol_input(target_ticks: int) -> Path:
     path = ROOT / "bench" / "data" / f"ticks_1x{target_ticks}.parquet"
     if path.exists():
         return path
-    day = _read([{
-        "format": "lobster",
-        "message_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"),
-        "orderbook_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"),
-        "symbol": "AMZN", "date": "2012-06-21",
-    }]).to_pandas()  # fmt: skip
+    day = _read([LOBSTER_AMZN]).to_pandas()
     copies = max(1, round(target_ticks / len(day)))
     frames = []
     for k in range(copies):

@@ -46,6 +46,15 @@ DAY_NS = 86_400 * 1_000_000_000
 TIMEFRAMES = ["1s", "1m", "5m", "15m", "1h", "1d"]
 
 
+#: The LOBSTER AMZN day (trades and quotes) as a file_replay input.
+LOBSTER_AMZN = {
+    "format": "lobster",
+    "message_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"),
+    "orderbook_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"),
+    "symbol": "AMZN", "date": "2012-06-21",
+}  # fmt: skip
+
+
 def _read(files: list[dict]) -> pa.Table:
     source = FileReplay(FileReplay.Params.model_validate({"files": files}), OperatorContext(node_id="bench"))
     return pa.Table.from_batches([b for e in source.events() if not isinstance(e, Watermark) for s, b in [e] if s == "ticks"], schema=TICK)
@@ -53,12 +62,7 @@ def _read(files: list[dict]) -> pa.Table:
 
 def build_input(path: Path, symbols: int, target_ticks: int) -> int:
     """Write the synthetic multi-symbol canonical Parquet file; returns its row count."""
-    lobster = _read([{
-        "format": "lobster",
-        "message_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_message_1.csv"),
-        "orderbook_file": str(FIX / "lobster_amzn_l1/AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"),
-        "symbol": "AMZN", "date": "2012-06-21",
-    }]).to_pandas()  # fmt: skip
+    lobster = _read([LOBSTER_AMZN]).to_pandas()
     tardis = _read([
         {"format": "tardis_trades", "path": str(FIX / "tardis_binance_futures_btcusdt/trades.csv")},
         {"format": "tardis_quotes", "path": str(FIX / "tardis_binance_futures_btcusdt/quotes.csv")},

@@ -38,7 +38,7 @@ SHA-256 is FIPS 180-4.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -193,6 +193,20 @@ def _plain_column(column: pa.Array) -> list[Any]:
     return column.to_pylist()
 
 
+def _columns(batch: pa.RecordBatch, fields: Sequence[str]) -> Iterator[pa.Array]:
+    """The arrays of ``fields`` in order (chunked columns combined).
+
+    Raises:
+        KeyError: a field is not a column of ``batch``; the message lists its columns.
+    """
+    names = batch.schema.names
+    for name in fields:
+        if name not in names:
+            raise KeyError(f"column {name!r} is missing from the batch (columns: {', '.join(names)})")
+        column = batch.column(name)
+        yield column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
 def canonical_columns(batch: pa.RecordBatch, fields: Sequence[str], bits: int = DEFAULT_FLOAT_BITS) -> list[list[Any]]:
     """The canonical values of ``fields``, column by column.
 
@@ -207,14 +221,8 @@ def canonical_columns(batch: pa.RecordBatch, fields: Sequence[str], bits: int = 
     Raises:
         KeyError: a field is not a column of ``batch``; the message lists its columns.
     """
-    names = batch.schema.names
     columns = []
-    for name in fields:
-        if name not in names:
-            raise KeyError(f"column {name!r} is missing from the batch (columns: {', '.join(names)})")
-        column = batch.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
+    for column in _columns(batch, fields):
         if pa.types.is_floating(column.type):
             columns.append(_float_column(column, bits))
         else:
@@ -240,13 +248,8 @@ def encode_rows(batch: pa.RecordBatch, fields: Sequence[str], bits: int = DEFAUL
     """
     from parity.columnar import json_texts, row_texts
 
-    names = batch.schema.names
     texts = []
-    for name in fields:
-        if name not in names:
-            raise KeyError(f"column {name!r} is missing from the batch (columns: {', '.join(names)})")
-        column = batch.column(name)
-        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    for column in _columns(batch, fields):
         text = json_texts(column, bits)
         if text is None:  # a type only the row-by-row path knows
             dumps = orjson.dumps
