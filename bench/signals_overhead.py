@@ -11,8 +11,8 @@ mode (no pacing), run end to end (drained), three variants each:
   bars      replay_throughput's graph: source -> normalizer -> bars (6 timeframes) ->
             SQLite store (bars, quarantine) + Parquet sink
   replay    config/replay.yaml itself, only its source swapped for the bench file: the
-            main job's graph, whose store also keeps every tick in ``tick_data``, plus
-            the parity tracker
+            main job's graph, every tick and per-tick signal in the tick catalog, bars
+            and bar-level signals in SQLite, plus the parity tracker
 
   main      the graph without the five signal nodes
   +signals  with the five signal nodes of config/replay.yaml (vwap deviation and spread
@@ -100,11 +100,12 @@ def bars_variant(
 def replay_variant(tmp: Path, data: Path, kind: str, conflate_ms: int = 0) -> Path:
     """The ``replay`` family: config/replay.yaml with its source reading ``data``.
 
-    Everything else is the shipped graph (bars parallelism, signal params, store inputs
-    including ``tick_data``, Parquet sink, parity tracker), with outputs under ``tmp``
-    and no parity proof. ``main`` drops the signal nodes (and the store inputs that name
-    them), ``signals`` keeps the nodes but not their ``signals`` rows in the store
-    (their quarantine still goes there), ``stored`` is the shipped graph, ``conflated``
+    Everything else is the shipped graph (bars parallelism, signal params, store and
+    catalog inputs, Parquet sink, parity tracker), with outputs under ``tmp`` (a fresh
+    catalog per run) and no parity proof. ``main`` drops the signal nodes (and the store
+    and catalog inputs that name them), ``signals`` keeps the nodes but not their
+    ``signals`` rows in the store or the catalog (their quarantine still goes to the
+    store), ``stored`` is the shipped graph, ``conflated``
     the shipped graph with ``conflate_ms`` on the per-tick signals.
     """
     tmp.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,9 @@ def replay_variant(tmp: Path, data: Path, kind: str, conflate_ms: int = 0) -> Pa
                 name for name in node["inputs"]
                 if name.split(".")[0] not in ids or kind in ("stored", "conflated") or (kind == "signals" and "." in name)
             ]  # fmt: skip
+        elif node["kind"] == "catalog":  # ticks and the per-tick signals (a fresh catalog per run)
+            params["path"] = str(tmp / "catalog")
+            node["inputs"] = [name for name in node["inputs"] if name.split(".")[0] not in ids or kind in ("stored", "conflated")]
         elif node["kind"] == "parquet_sink":
             params["path"] = str(tmp / "parquet")
         elif node["kind"] == "parity":
