@@ -4,6 +4,7 @@
     python run.py export bars ...             -> commands/export.py
     python run.py backtest run CONFIG.json    -> commands/backtest.py
     python run.py serve ...                   -> commands/serve.py
+    python run.py pre-paper --manifest M      -> commands/pre_paper.py
 
 ``python run.py --graph ...`` (no subcommand) runs a graph (``run.py`` itself).
 """
@@ -20,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "commands.export",
     "backtest": "commands.backtest",
     "serve": "commands.serve",
+    "pre-paper": "commands.pre_paper",
 }
 
 
