@@ -51,11 +51,13 @@ def backtests() -> Path:
     """An artifacts directory with two real runs on the fixtures' ticks (chained in this order):
 
     * dual_sma 10/30 on AMZN and BTCUSDT 1m bars (the backtest tests' standard config);
-    * dual_sma 5/20 on BTCUSDT 1s bars.
+    * dual_sma 5/20 on BTCUSDT 1s bars;
+    * dual_sma 10/30 on AMZN 1m bars alone.
     """
     root = _root() / "backtests"
     run_backtest(parse_run_config(config_doc()), root=root)
     run_backtest(parse_run_config(config_doc(["BTCUSDT"], timeframe="1s", strategy={"name": "dual_sma", "params": {"fast": 5, "slow": 20}})), root=root)
+    run_backtest(parse_run_config(config_doc(["AMZN"])), root=root)
     return root
 
 
@@ -66,16 +68,22 @@ def manifest_1m() -> Path:
 
 def manifest_1s() -> Path:
     """The 1s run's ``run_manifest.json``."""
-    return _manifest(backtests(), "1s")
+    return _manifest(backtests(), "1s", ["BTCUSDT"])
 
 
-def _manifest(root: Path, timeframe: str) -> Path:
+def manifest_amzn() -> Path:
+    """The AMZN-only 1m run's ``run_manifest.json``."""
+    return _manifest(backtests(), "1m", ["AMZN"])
+
+
+def _manifest(root: Path, timeframe: str, symbols: list[str] | None = None) -> Path:
     import json
 
     for path in sorted(root.glob("*/run_manifest.json")):
-        if json.loads(path.read_text())["strategy"]["timeframe"] == timeframe:
+        doc = json.loads(path.read_text())
+        if doc["strategy"]["timeframe"] == timeframe and (symbols is None and len(doc["data"]["symbols"]) > 1 or doc["data"]["symbols"] == symbols):
             return path
-    raise FileNotFoundError(f"no {timeframe} run in {root}")
+    raise FileNotFoundError(f"no {timeframe} run of {symbols} in {root}")
 
 
 def copy_backtests(target: Path) -> Path:

@@ -1,6 +1,7 @@
 """Bars from tickgraph's own store, read-only: the ``bars_ohlcv`` table the bar graphs write.
 
-A SQLite store is opened with SQLite's read-only mode (``file:...?mode=ro``): the
+A SQLite store is opened with SQLite's read-only mode (``file:...?mode=ro``; plus
+``immutable=1`` when its directory is not writable, where no writer can exist): the
 connection cannot write, whatever a bug would try. Any other SQLAlchemy URL
 (PostgreSQL) is read with ``db.read.read_range_async``, which only runs SELECTs.
 """
@@ -8,6 +9,7 @@ connection cannot write, whatever a bug would try. Any other SQLAlchemy URL
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -82,8 +84,12 @@ class StoreProvider:
     def _sqlite(self, symbol: str, tf: str, start: int, end: int) -> list[tuple]:
         if not self.sqlite_path.is_file():
             raise ProviderError(f"store: the SQLite store {self.sqlite_path} does not exist")
+        # mode=ro: this connection cannot write. A WAL database in a directory nobody may
+        # write to cannot change either (a writer needs its -wal file), and SQLite opens it
+        # only as immutable there.
+        flags = "mode=ro" if os.access(self.sqlite_path.parent, os.W_OK) else "mode=ro&immutable=1"
         try:
-            db = sqlite3.connect(f"file:{quote(str(self.sqlite_path))}?mode=ro", uri=True, timeout=10)
+            db = sqlite3.connect(f"file:{quote(str(self.sqlite_path))}?{flags}", uri=True, timeout=10)
             try:
                 return db.execute(
                     "SELECT ts, open, high, low, close, volume, vwap FROM bars_ohlcv "
