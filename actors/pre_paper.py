@@ -52,6 +52,7 @@ from graph.runtime import shard_of
 from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, DECISION, EQUITY, FILL, PRE_PAPER_EVENT, QUARANTINE, QUARANTINE_ROW, SIGNAL, TRADE
 from pre_paper.cache import BAR_COLUMNS, HistoryCache
 from pre_paper.calendars import ALWAYS_OPEN, check_calendar_name, trading_calendar
+from pre_paper.decider import SharedStrategy
 from pre_paper.history import DEFAULT_GRACE_S, DEFAULT_SAFETY_MARGIN, required_bars
 from pre_paper.manifest import ManifestError, load_promoted
 from pre_paper.providers import ProviderSpec, build_providers
@@ -189,6 +190,7 @@ class PrePaper(Operator):
         self.runners = {
             s: SymbolRunner(s, settings, trading_calendar(params.calendar_for(s)), self.cache, providers, ctx) for s in sorted(mine)
         }
+        self.strategy = SharedStrategy(self.run.strategy_params, ctx)
         self.held: dict[str, list[dict[str, Any]]] = {s: [] for s in self.runners}
         self.now: dict[str, int | None] = {s: None for s in self.runners}  # event clock per symbol
         self.started: set[str] = set()
@@ -261,7 +263,9 @@ class PrePaper(Operator):
         elif "name" in names and "value" in names:
             symbols = batch.column("symbol").to_numpy(zero_copy_only=False)
             for symbol in sorted(set(symbols.tolist()) & set(self.runners)):
-                self.runners[symbol].on_signals(batch.filter(pa.array(symbols == symbol)))
+                rows = batch.filter(pa.array(symbols == symbol))
+                if self.runners[symbol].on_signals(rows):
+                    self.strategy.signals(rows)
         else:
             raise ValueError(f"pre_paper node {self.ctx.node_id!r}: stream {stream!r} is neither BAR nor SIGNAL (columns {names})")
         return self._emits(out)
@@ -284,10 +288,12 @@ class PrePaper(Operator):
         out = _outbox()
         for symbol in self.runners:
             self._start(symbol, self._first_end(symbol, int(ts)), out)
-        self._release(int(ts), out)
+        released = self._release(int(ts), out)
         for symbol, runner in self.runners.items():
-            _, events = runner.check(self._now(symbol, int(ts)), trigger="clock", before=self._first_held(symbol))
-            out["events"] += events
+            now = self._now(symbol, int(ts))
+            if symbol in released and runner.checked_at == now:
+                continue  # its newest bar was just checked at this very time
+            out["events"] += runner.on_clock(now, before=self._first_held(symbol))
         return self._emits(out)
 
     def on_eof(self) -> list[Emit]:
@@ -308,25 +314,41 @@ class PrePaper(Operator):
             emits += self.execution.on_eof()
         return emits
 
-    def _release(self, watermark: int | None, out: dict) -> None:
+    def _release(self, watermark: int | None, out: dict) -> set[str]:
+        """Process the held bars ending by ``watermark`` (all: None); returns the symbols that had some."""
+        released: set[str] = set()
+        plans: dict[str, list] = {}
         for symbol, runner in self.runners.items():
             held = sorted(self.held[symbol], key=lambda b: b["ts"])
             ready = [b for b in held if watermark is None or bar_end(b["ts"], self.run.timeframe) <= watermark]
             self.held[symbol] = held[len(ready):]
-            for bar in ready:
-                now = self._now(symbol, int(bar_end(bar["ts"], self.run.timeframe)))
-                decision, paper, events = runner.on_bar(bar, now)
+            if ready:
+                nows = [self._now(symbol, int(bar_end(bar["ts"], self.run.timeframe))) for bar in ready]
+                segments, paper, events = runner.on_bars(ready, nows)
                 for item in events:
                     if item["kind"] == "out_of_order_bar":
+                        bar = next(b for b in ready if int(b["ts"]) == item["ts"])
                         out["quarantine"].append(self._out_of_order(symbol, bar))
                     else:
                         out["events"].append(item)
-                if decision is not None:
-                    out["decisions"].append(decision)
-                    out["paper"] += decision.to_pylist()
-                elif paper is not None:
-                    out["paper"].append(paper)
-            runner.flush()
+                if segments:
+                    plans[symbol] = segments
+                if self.execution is not None:
+                    out["paper"] += paper
+                released.add(symbol)
+        pending = [item for item in (r.take_pending() for r in self.runners.values()) if item is not None]
+        if pending:  # one transaction for the shard's live bars
+            self.cache.append_many(pending, "websocket", self._wall() if self.ctx.clock_ns is not None else 0)
+        if plans:
+            batches, _ = self.strategy.decide(plans)
+            for batch in batches:
+                symbols = batch.column("symbol").to_numpy(zero_copy_only=False)
+                for symbol in np.unique(symbols).tolist():
+                    self.runners[symbol].decided(batch.filter(pa.array(symbols == symbol)))
+                out["decisions"].append(batch)
+                if self.execution is not None:
+                    out["paper"] += batch.to_pylist()
+        return released
 
     def _out_of_order(self, symbol: str, bar: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -377,12 +399,12 @@ class PrePaper(Operator):
         return {s: r.status.value for s, r in self.runners.items()}
 
     def snapshot(self) -> dict[str, Any]:
-        """Every runner's state (window, status, counters, cache position, strategy), the held
-        bars, the event clocks and the paper execution (picklable); flushes the cache first."""
+        """Every runner's state (window, status, counters, cache position), the strategy node's,
+        the held bars, the event clocks and the paper execution (picklable); flushes the cache first."""
         return {
             "runners": {s: r.state() for s, r in self.runners.items()}, "held": copy.deepcopy(self.held),
             "now": dict(self.now), "started": sorted(self.started), "counts": dict(self.counts),
-            "execution": self.execution.snapshot() if self.execution is not None else None,
+            "execution": self.execution.snapshot() if self.execution is not None else None, "strategy": self.strategy.snapshot(),
         }  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -393,6 +415,7 @@ class PrePaper(Operator):
         self.now, self.started, self.counts = dict(state["now"]), set(state["started"]), dict(state["counts"])
         if self.execution is not None and state["execution"] is not None:
             self.execution.restore(state["execution"])
+        self.strategy.restore(state["strategy"])
 
     def close(self) -> None:
         """Write pending bars and close the cache."""

@@ -133,11 +133,15 @@ class HistoryCache:
     def append(
         self, symbol: str, tf: str, market_tz: str, bars: Mapping[str, np.ndarray], source: str, inserted_at: int
     ) -> int:
+        """Insert one symbol's bars; see :meth:`append_many`."""
+        return self.append_many([(symbol, tf, market_tz, bars)], source, inserted_at)
+
+    def append_many(self, items: list[tuple[str, str, str, Mapping[str, np.ndarray]]], source: str, inserted_at: int) -> int:
         """Insert bars (one transaction) with the precedence of the module docstring.
 
         Args:
-            symbol, tf, market_tz: the rows' key and time zone.
-            bars: ``ts`` (int64 ns UTC) and the :data:`BAR_COLUMNS` (``vwap`` optional),
+            items: ``(symbol, tf, market_tz, bars)``: the rows' key and time zone, and
+                ``ts`` (int64 ns UTC) with the :data:`BAR_COLUMNS` (``vwap`` optional) as
                 equal-length arrays.
             source: one of :data:`SOURCES`.
             inserted_at: the runner's clock, int64 ns UTC.
@@ -150,22 +154,11 @@ class HistoryCache:
         """
         if source not in SOURCES:
             raise ValueError(f"cache source must be one of {', '.join(SOURCES)}, got {source!r}")
-        ts = np.asarray(bars["ts"], dtype=np.int64)
-        if not len(ts):
+        rows: list[tuple] = []
+        for symbol, tf, market_tz, bars in items:
+            rows += _rows(symbol, tf, market_tz, bars, source, int(inserted_at))
+        if not rows:
             return 0
-        n = len(ts)
-        values = {name: np.asarray(bars.get(name, np.full(n, np.nan)), dtype=np.float64) for name in BAR_COLUMNS}
-        finite = np.isfinite(np.stack([values[c] for c in BAR_COLUMNS[:5]]))
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite.all(axis=0))[0])
-            raise ValueError(f"cache: {symbol} {tf} bar ts={int(ts[bad])} has a non-finite OHLCV value; not cached")
-        vwap = [None if v != v else float(v) for v in values["vwap"].tolist()]
-        rows = list(
-            zip(
-                [symbol] * n, [tf] * n, ts.tolist(), [market_tz] * n,
-                *(values[c].tolist() for c in BAR_COLUMNS[:5]), vwap, [source] * n, [int(inserted_at)] * n,
-            )
-        )  # fmt: skip
         before = self._db.total_changes
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -201,6 +194,21 @@ class HistoryCache:
         """``(first ts, last ts, rows)`` of a symbol's cached bars, None if none."""
         low, high, n = self._db.execute("SELECT min(ts), max(ts), count(*) FROM bars WHERE symbol = ? AND tf = ?", (symbol, tf)).fetchone()
         return None if not n else (int(low), int(high), int(n))
+
+
+def _rows(symbol: str, tf: str, market_tz: str, bars: Mapping[str, np.ndarray], source: str, inserted_at: int) -> list[tuple]:
+    ts = np.asarray(bars["ts"], dtype=np.int64)
+    n = len(ts)
+    values = {name: np.asarray(bars.get(name, np.full(n, np.nan)), dtype=np.float64) for name in BAR_COLUMNS}
+    finite = np.isfinite(np.stack([values[c] for c in BAR_COLUMNS[:5]])) if n else np.ones((5, 0), bool)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.all(axis=0))[0])
+        raise ValueError(f"cache: {symbol} {tf} bar ts={int(ts[bad])} has a non-finite OHLCV value; not cached")
+    vwap = [None if v != v else float(v) for v in values["vwap"].tolist()]
+    return list(
+        zip([symbol] * n, [tf] * n, ts.tolist(), [market_tz] * n, *(values[c].tolist() for c in BAR_COLUMNS[:5]),
+            vwap, [source] * n, [inserted_at] * n)
+    )  # fmt: skip
 
 
 def _bars(rows: list[tuple]) -> CachedBars:

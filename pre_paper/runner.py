@@ -10,12 +10,14 @@ signals have all arrived; ``actors/strategy.py``'s alignment):
    when it is not SUFFICIENT and a backfill is due, :func:`pre_paper.loader.ensure_history`
    fetches the gaps into the cache and the window is re-read from it);
 4. SUFFICIENT: the strategy decides on the bar. The strategy is the backtest's
-   ``strategy`` node (:class:`actors.strategy.StrategyNode`, built from the manifest):
-   after a period without sufficient history a fresh node is first fed the window's bars
-   before this one (their decisions are warm-up, never emitted), so it decides on exactly
-   the bars, in the same order, with the same code as the backtest did;
-5. not SUFFICIENT: NO-SIGNALS. The strategy node is dropped (its history has a hole) and
-   the bar is counted in the current NO-SIGNALS period, which is recorded with its reason.
+   ``strategy`` node (:class:`actors.strategy.StrategyNode`, built from the manifest,
+   shared by the shard's symbols: :mod:`pre_paper.decider`): after a period without
+   sufficient history the node first gets the window's bars before this one as a seed
+   (their decisions are warm-up, never emitted), so it decides on exactly the bars, in the
+   same order, with the same code as the backtest did;
+5. not SUFFICIENT: NO-SIGNALS. The symbol's state in the strategy node is void (its
+   history has a hole: the next SUFFICIENT bar starts it afresh) and the bar is counted in
+   the current NO-SIGNALS period, which is recorded with its reason.
 
 Between bars (every watermark) the runner re-checks staleness with the clock: a feed
 that went silent makes the history ``DEGRADED`` (``outdated history``) until live bars
@@ -36,12 +38,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from actors.strategy import StrategyNode, StrategyNodeParams, bar_end
+from actors.strategy import StrategyNodeParams, bar_end
 from graph.operator import OperatorContext
 from graph.schemas import BAR, BAR_CONFIRMED, DECISION, SIGNAL
 from pre_paper.cache import BAR_COLUMNS, HistoryCache
 from pre_paper.calendars import TradingCalendar
-from pre_paper.history import HistoryCheckResult, HistoryStatus, assess
+from pre_paper.decider import Segment
+from pre_paper.history import Assessment, HistoryCheckResult, HistoryStatus, assess, tolerance_ns
 from pre_paper.loader import backfill_note, check_result, ensure_history
 
 __all__ = ["RunnerSettings", "SymbolRunner", "event"]
@@ -139,20 +142,21 @@ class SymbolRunner:
         self._strategy_params = StrategyNodeParams.model_validate(settings.strategy_params)
         p = self._strategy_params
         self.signals = _Signals({n: k for n, k in ((p.signal, "signal"), (p.spread, "spread")) if n})
-        self.window = {name: np.empty(0, np.int64 if name == "ts" else np.float64) for name in _FIELDS}
+        self.window = {name: np.empty(0, np.int64 if name in ("ts", "slot") else np.float64) for name in (*_FIELDS, "slot")}
+        self._tolerance = tolerance_ns(calendar, settings.timeframe, settings.grace_s)
+        self._slot_ns = calendar.slot_ns(settings.timeframe)
         self.pending: list[dict[str, float]] = []  # live bars not yet written to the cache
-        self.inner: StrategyNode | None = None
+        self.live = False  # the strategy node holds this symbol's history (it decides on its bars)
         self.status = HistoryStatus.LOADING
         self.reason: str | None = "no history check yet"
         self.live_since: int | None = None
         self.last_fetch: int | None = None
         self.fetch_note: tuple[str, str] | None = None  # (when, what) of the last backfill that left gaps
         self.signature: tuple | None = None
-        self.first_check: dict | None = None
-        self.last_check: dict | None = None
         self.no_signals: dict[str, Any] | None = None  # the open NO-SIGNALS period
         self.cache_position: int | None = None  # newest ts this runner wrote to the cache
         self.decided_through: int | None = None  # newest bar the strategy decided on
+        self.checked_at: int | None = None  # the clock of the last check
         self.counts = {"bars": 0, "decisions": 0, "signals": 0, "suppressed_bars": 0, "no_signals_periods": 0,
                        "degraded_periods": 0, "fetches": 0, "outside_session": 0, "out_of_order": 0, "seeded_bars": 0}  # fmt: skip
 
@@ -164,16 +168,30 @@ class SymbolRunner:
         result = self._fetch_check(now, events, trigger="start", before=before)
         return events + self._record(result, now, trigger="start", force=True)
 
-    def _assessment(self, now: int) -> tuple[HistoryCheckResult, bool]:
-        """The in-memory check at ``now``, and whether a backfill could fill any of its gaps."""
+    def _assessment(self, now: int) -> tuple[Assessment, str | None]:
+        """The in-memory check at ``now`` (cheap), and its reason with the last backfill's outcome."""
         found = assess(self.window["ts"], self.calendar, self.settings.timeframe, now, required=self.settings.required_bars,
                        grace_s=self.settings.grace_s, live_since=self.live_since)  # fmt: skip
         reason = found.reason
         if reason is not None and self.fetch_note is not None:
             reason += f"; last backfill ({self.fetch_note[0]}): {self.fetch_note[1]}"
-        result = check_result(found, self.symbol, self.settings.timeframe, self.settings.timeframe, self.calendar,
-                              required=self.settings.required_bars, checked_at=now, reason=reason)  # fmt: skip
-        return result, bool(found.fetchable)
+        return found, reason
+
+    def _sufficient(self, now: int) -> bool:
+        """A shortcut of :func:`~pre_paper.history.assess` for the common case: True only when
+        the window holds the N bars, all complete by ``now``, no two of them further apart than
+        the tolerance, and the newest younger than it in wall time (so in trading time too)."""
+        ts, slots = self.window["ts"], self.window["slot"]
+        if len(ts) < self.settings.required_bars or not len(ts):
+            return False
+        newest = int(ts[-1])
+        if now - newest > self._tolerance or now < bar_end(newest, self.settings.timeframe):
+            return False
+        return len(slots) < 2 or int(np.diff(slots).max()) * self._slot_ns <= self._tolerance
+
+    def _result(self, found: Assessment, reason: str | None, now: int) -> HistoryCheckResult:
+        return check_result(found, self.symbol, self.settings.timeframe, self.settings.timeframe, self.calendar,
+                            required=self.settings.required_bars, checked_at=now, reason=reason)  # fmt: skip
 
     def _fetch_check(self, now: int, events: list[dict], trigger: str, before: int | None = None) -> HistoryCheckResult:
         """``ensure_history`` on the cache (backfilling the gaps), then re-read the window."""
@@ -203,140 +221,164 @@ class SymbolRunner:
         before = int(self.calendar.slot_open(self.settings.timeframe, closed)[0]) if closed < int(table.cum[-1]) else now
         cached = self.cache.last(self.symbol, self.settings.timeframe, before, self.settings.required_bars)
         self.window = {name: np.asarray(getattr(cached, name)) for name in _FIELDS}
+        self.window["slot"] = self.calendar.index(self.settings.timeframe, self.window["ts"]) if len(cached) else np.empty(0, np.int64)
 
-    def check(self, now: int, trigger: str, before: int | None = None) -> tuple[HistoryCheckResult, list[dict]]:
+    def check(self, now: int, trigger: str, before: int | None = None) -> tuple[HistoryStatus, str | None, list[dict]]:
         """Check the window at ``now``; backfill (bars opening before ``before``) when not
-        SUFFICIENT and a fetch is due. Returns (result, events)."""
+        SUFFICIENT and a fetch is due. Returns (status, reason, events)."""
         events: list[dict] = []
-        result, fetchable = self._assessment(now)
+        self.checked_at = now
+        if self._sufficient(now):
+            lazy = lambda: self._result(*self._assessment(now), now)  # noqa: E731 (built only when recorded)
+            return HistoryStatus.SUFFICIENT, None, self._record_lazy(HistoryStatus.SUFFICIENT, None, 0, lazy, now, trigger)
+        found, reason = self._assessment(now)
         due = self.last_fetch is None or now - self.last_fetch >= self.settings.backfill_retry_ns
-        if result.status is not HistoryStatus.SUFFICIENT and fetchable and due and self.settings.auto_backfill and self.providers is not None:
+        if found.status is not HistoryStatus.SUFFICIENT and found.fetchable and due and self.settings.auto_backfill and self.providers is not None:
             result = self._fetch_check(now, events, trigger, before)
-        return result, events + self._record(result, now, trigger=trigger, force=bool(result.fetches))
+            return result.status, result.reason, events + self._record(result, now, trigger=trigger, force=True)
+        events += self._record_lazy(found.status, reason, len(found.gaps), lambda: self._result(found, reason, now), now, trigger)
+        return found.status, reason, events
+
+    def on_clock(self, now: int, before: int | None = None) -> list[dict]:
+        """A check between bars (staleness, a due backfill); drops the strategy node when not SUFFICIENT."""
+        status, _, events = self.check(now, trigger="clock", before=before)
+        if status is not HistoryStatus.SUFFICIENT:
+            self.live = False
+        return events
 
     def _record(self, result: HistoryCheckResult, now: int, *, trigger: str, force: bool = False) -> list[dict]:
-        """Events for a check: the check itself when its outcome changed, a status change."""
+        """Events for a check: the check itself when its outcome changed (or ``force``), a status change."""
+        return self._record_lazy(result.status, result.reason, len(result.gaps), lambda: result, now, trigger, force)
+
+    def _record_lazy(self, status: HistoryStatus, reason: str | None, gaps: int, build, now: int, trigger: str,
+                     force: bool = False) -> list[dict]:  # fmt: skip
         out: list[dict] = []
-        kind = (result.reason or "").split(":", 1)[0]
-        signature = (result.status, kind, len(result.gaps))
-        detail = {**result.to_dict(), "trigger": trigger}
+        signature = (status, (reason or "").split(":", 1)[0], gaps)
         if force or signature != self.signature:
-            out.append(event(self.symbol, now, "check", status=result.status.value, reason=result.reason, detail=detail))
+            detail = {**build().to_dict(), "trigger": trigger}
+            out.append(event(self.symbol, now, "check", status=status.value, reason=reason, detail=detail))
             self.signature = signature
-        if result.status is HistoryStatus.LOADING:
-            self.first_check = self.first_check or detail
+        if status is HistoryStatus.LOADING:
             return out
-        self.last_check = detail
-        self.first_check = self.first_check or detail
-        if result.status is not self.status:
-            if result.status is HistoryStatus.DEGRADED:
+        if status is not self.status:
+            if status is HistoryStatus.DEGRADED:
                 self.counts["degraded_periods"] += 1
-            out.append(event(self.symbol, now, "status", status=result.status.value, reason=result.reason,
-                             detail={"from": self.status.value, "to": result.status.value, "trigger": trigger}))  # fmt: skip
-            self.status = result.status
-        self.reason = result.reason
-        if result.status is not HistoryStatus.SUFFICIENT:
-            self.inner = None  # its history has a hole: re-seed once sufficient again
+            out.append(event(self.symbol, now, "status", status=status.value, reason=reason,
+                             detail={"from": self.status.value, "to": status.value, "trigger": trigger}))  # fmt: skip
+            self.status = status
+        self.reason = reason
         return out
 
     # -- bars -----------------------------------------------------------------------------
-    def on_bar(self, bar: dict[str, Any], now: int) -> tuple[pa.RecordBatch | None, dict[str, Any] | None, list[dict]]:
-        """One confirmed bar (``ts`` and :data:`~pre_paper.cache.BAR_COLUMNS`, ``trade_count``).
+    def on_bars(self, bars: list[dict[str, Any]], nows: list[int]) -> tuple[list[Segment], list[dict[str, Any]], list[dict]]:
+        """Confirmed bars of this symbol, ascending (``ts``, :data:`~pre_paper.cache.BAR_COLUMNS`),
+        each checked at its ``now``.
 
         Returns:
-            (the strategy's DECISION row or None, the paper-execution row or None, events).
+            (the segments to decide on, :class:`~pre_paper.decider.Segment`: runs of
+            consecutive SUFFICIENT bars, a seed before each fresh start; the paper-execution
+            rows of the NO-SIGNALS bars; events).
         """
-        ts = int(bar["ts"])
-        if len(self.window["ts"]) and ts == int(self.window["ts"][-1]) and (self.decided_through is None or ts > self.decided_through):
-            self._drop_newest()  # a backfill brought this slot first: the live bar replaces it
-        if len(self.window["ts"]) and ts <= int(self.window["ts"][-1]):
-            self.counts["out_of_order"] += 1
-            return None, None, [event(self.symbol, now, "out_of_order_bar", ts=ts, reason=f"confirmed {self.settings.timeframe} bar not newer than the last one")]
-        if self.calendar.index(self.settings.timeframe, ts)[0] < 0:
-            self.counts["outside_session"] += 1
-            return None, None, []
-        self.counts["bars"] += 1
-        if self.live_since is None:
-            self.live_since = ts
-        self._append(bar)
-        result, events = self.check(now, trigger="bar")
-        if result.status is HistoryStatus.SUFFICIENT:
-            events += self._end_no_signals(now, ts)
-            if self.inner is None:
-                self._seed()
-            decision = self._decide(bar)
-            return decision, None, events
-        events += self._no_signal(now, ts, result.reason)
-        return None, self._hold_row(bar), events
+        segments: list[Segment] = []
+        paper: list[dict[str, Any]] = []
+        events: list[dict] = []
+        run: list[dict[str, Any]] = []  # the current segment's bars
+        seed: tuple | None = None  # (seed bars, signals) of the current segment
+
+        def close() -> None:
+            nonlocal seed
+            if run:
+                segments.append(Segment([self._bar_row(b) for b in run], *(seed or (None, None))))
+                run.clear()
+            seed = None
+
+        for bar, now in zip(bars, nows):
+            ts = int(bar["ts"])
+            newest = int(self.window["ts"][-1]) if len(self.window["ts"]) else None
+            if newest == ts and not run and (self.decided_through is None or ts > self.decided_through):
+                self._drop_newest()  # a backfill brought this slot first: the live bar replaces it
+                newest = int(self.window["ts"][-1]) if len(self.window["ts"]) else None
+            if newest is not None and ts <= newest:
+                self.counts["out_of_order"] += 1
+                events.append(event(self.symbol, now, "out_of_order_bar", ts=ts, reason=f"confirmed {self.settings.timeframe} bar not newer than the last one"))
+                continue
+            slot = int(self.calendar.index(self.settings.timeframe, ts)[0])
+            if slot < 0:
+                self.counts["outside_session"] += 1
+                continue
+            self.counts["bars"] += 1
+            if self.live_since is None:
+                self.live_since = ts
+            self._append(bar, slot)
+            status, reason, found = self.check(now, trigger="bar")
+            events += found
+            if status is HistoryStatus.SUFFICIENT:
+                events += self._end_no_signals(now, ts)
+                if not self.live:  # a fresh start: the window's earlier bars first
+                    history = {name: self.window[name][:-1].tolist() for name in _FIELDS}
+                    rows = [self._bar_row(dict(zip(_FIELDS, values))) for values in zip(*history.values())]
+                    seed = (rows, self.signals.batch(self.symbol))
+                    self.counts["seeded_bars"] += len(rows)
+                    self.live = True
+                run.append(bar)
+            else:
+                close()
+                self.live = False  # its history has a hole: re-seed once sufficient again
+                events += self._no_signal(now, ts, reason)
+                paper.append(self._hold_row(bar))
+        close()
+        return segments, paper, events
+
+    def decided(self, rows: pa.RecordBatch) -> None:
+        """Count the DECISION rows the strategy emitted for this symbol's bars."""
+        if rows.num_rows:
+            self.decided_through = int(rows.column("ts")[-1].as_py())
+            self.counts["decisions"] += rows.num_rows
+            self.counts["signals"] += int(np.isfinite(rows.column("target").to_numpy(zero_copy_only=False)).sum())
 
     def _drop_newest(self) -> None:
         self.window = {name: values[:-1] for name, values in self.window.items()}
 
-    def _append(self, bar: dict[str, Any]) -> None:
+    def _append(self, bar: dict[str, Any], slot: int) -> None:
         keep = self.settings.required_bars
-        for name in _FIELDS:
-            value = np.asarray([bar.get(name, np.nan)], dtype=self.window[name].dtype)
+        for name in (*_FIELDS, "slot"):
+            value = np.asarray([slot if name == "slot" else bar.get(name, np.nan)], dtype=self.window[name].dtype)
             self.window[name] = np.concatenate([self.window[name], value])[-keep:]
         self.pending.append({name: bar.get(name, np.nan) for name in _FIELDS})
         self.signals.prune(int(bar_end(int(self.window["ts"][0]), self.settings.timeframe)))
 
     def flush(self) -> None:
         """Write the pending live bars to the cache (source ``websocket``)."""
+        item = self.take_pending()
+        if item is not None:
+            self.cache.append(*item, "websocket", self._clock())
+
+    def take_pending(self) -> tuple[str, str, str, dict[str, np.ndarray]] | None:
+        """``(symbol, tf, market_tz, bars)`` of the live bars not yet cached (now counted as
+        cached: the caller writes them), or None."""
         if not self.pending:
-            return
+            return None
         rows = {name: np.asarray([p[name] for p in self.pending]) for name in _FIELDS}
-        self.cache.append(self.symbol, self.settings.timeframe, self.calendar.tz, rows, "websocket", self._clock())
         self.cache_position = int(rows["ts"][-1])
         self.pending = []
+        return self.symbol, self.settings.timeframe, self.calendar.tz, rows
 
     def _clock(self) -> int:
         return int(self.ctx.clock_ns()) if self.ctx.clock_ns is not None else 0
 
-    def on_signals(self, batch: pa.RecordBatch) -> None:
-        """SIGNAL rows of this symbol: kept for re-seeding, and given to the live strategy node."""
+    def on_signals(self, batch: pa.RecordBatch) -> bool:
+        """SIGNAL rows of this symbol, kept for re-seeding; True: the strategy decides on this
+        symbol now, so give them to the strategy node too."""
         self.signals.add(batch.column("ts").to_numpy(), batch.column("name").to_numpy(zero_copy_only=False),
                          batch.column("value").to_numpy(zero_copy_only=False))  # fmt: skip
-        if self.inner is not None:
-            self.inner.on_batch("signals", batch)
+        return self.live
 
-    def _bars_batch(self, rows: dict[str, np.ndarray]) -> pa.RecordBatch:
-        n = len(rows["ts"])
-        columns = {
-            "symbol": pa.array([self.symbol] * n), "timeframe": pa.array([self.settings.timeframe] * n),
-            "trade_count": pa.array(np.zeros(n, np.int64)), "status": pa.array([BAR_CONFIRMED] * n),
-            **{name: pa.array(np.asarray(rows[name]), BAR.field(name).type) for name in _FIELDS},
-        }  # fmt: skip
-        return pa.RecordBatch.from_arrays([columns[f.name] for f in BAR], schema=BAR)
-
-    def _new_inner(self) -> StrategyNode:
-        ctx = OperatorContext(node_id=f"{self.settings.node_id}.strategy", shard=self.ctx.shard, num_shards=self.ctx.num_shards,
-                              base_dir=self.ctx.base_dir, run_id=self.ctx.run_id)  # fmt: skip
-        return StrategyNode(self._strategy_params, ctx)
-
-    def _seed(self) -> None:
-        """A fresh strategy node fed the window's bars before the newest (warm-up, not emitted)."""
-        self.inner = self._new_inner()
-        history = {name: values[:-1] for name, values in self.window.items()}
-        signals = self.signals.batch(self.symbol)
-        if signals is not None:
-            self.inner.on_batch("signals", signals)
-        if len(history["ts"]):
-            self.inner.on_batch("bars", self._bars_batch(history))
-            self.inner.on_watermark(int(bar_end(int(history["ts"][-1]), self.settings.timeframe)))
-            self.counts["seeded_bars"] += len(history["ts"])
-
-    def _decide(self, bar: dict[str, Any]) -> pa.RecordBatch:
-        self.inner.on_batch("bars", self._bars_batch({name: np.asarray([bar.get(name, np.nan)]) for name in _FIELDS}))
-        emits = self.inner.on_watermark(int(bar_end(int(bar["ts"]), self.settings.timeframe)))
-        decisions = [batch for stream, batch in emits if stream == "decisions"]
-        if len(decisions) != 1 or decisions[0].num_rows != 1:
-            raise RuntimeError(f"pre_paper {self.symbol}: the strategy node decided {sum(b.num_rows for b in decisions)} rows for one bar")
-        row = decisions[0]
-        self.decided_through = int(bar["ts"])
-        self.counts["decisions"] += 1
-        if np.isfinite(row.column("target")[0].as_py()):
-            self.counts["signals"] += 1
-        return row
+    def _bar_row(self, bar: dict[str, Any]) -> dict[str, Any]:
+        """A BAR row (dict) of a bar for the strategy node (confirmed; the trade count is not kept)."""
+        vwap = bar.get("vwap")
+        return {"symbol": self.symbol, "timeframe": self.settings.timeframe, "ts": int(bar["ts"]),
+                **{name: float(bar[name]) for name in ("open", "high", "low", "close", "volume")},
+                "vwap": float("nan") if vwap is None else float(vwap), "trade_count": 0, "status": BAR_CONFIRMED}  # fmt: skip
 
     def _hold_row(self, bar: dict[str, Any]) -> dict[str, Any]:
         """The paper-execution row of a NO-SIGNALS bar: no new target (NaN), the position marked."""
@@ -368,8 +410,8 @@ class SymbolRunner:
     def finish(self, now: int) -> list[dict]:
         """The final check, the open NO-SIGNALS period closed, the end summary; flushes the cache."""
         self.flush()
-        result, _ = self._assessment(now)
-        events = self._record(result, now, trigger="final", force=True)
+        found, reason = self._assessment(now)
+        events = self._record(self._result(found, reason, now), now, trigger="final", force=True)
         events += self._end_no_signals(now, None)
         events.append(event(self.symbol, now, "end", status=self.status.value, reason=self.reason, detail=dict(self.counts)))
         return events
@@ -381,11 +423,9 @@ class SymbolRunner:
         return {
             "window": {k: v.copy() for k, v in self.window.items()}, "status": self.status.value, "reason": self.reason,
             "live_since": self.live_since, "last_fetch": self.last_fetch, "fetch_note": self.fetch_note, "signature": None if self.signature is None else
-            (self.signature[0].value, *self.signature[1:]), "first_check": self.first_check, "last_check": self.last_check,
-            "no_signals": dict(self.no_signals) if self.no_signals else None, "cache_position": self.cache_position,
-            "decided_through": self.decided_through,
-            "counts": dict(self.counts), "signals": list(self.signals.rows),
-            "inner": self.inner.snapshot() if self.inner is not None else None,
+            (self.signature[0].value, *self.signature[1:]), "no_signals": dict(self.no_signals) if self.no_signals else None, "cache_position": self.cache_position,
+            "decided_through": self.decided_through, "checked_at": self.checked_at,
+            "counts": dict(self.counts), "signals": list(self.signals.rows), "live": self.live,
         }  # fmt: skip
 
     def load(self, state: dict[str, Any]) -> None:
@@ -395,15 +435,11 @@ class SymbolRunner:
         self.live_since, self.last_fetch, self.fetch_note = state["live_since"], state["last_fetch"], state["fetch_note"]
         sig = state["signature"]
         self.signature = None if sig is None else (HistoryStatus(sig[0]), *sig[1:])
-        self.first_check, self.last_check = state["first_check"], state["last_check"]
         self.no_signals = dict(state["no_signals"]) if state["no_signals"] else None
         self.cache_position, self.counts = state["cache_position"], dict(state["counts"])
-        self.decided_through = state["decided_through"]
+        self.decided_through, self.checked_at = state["decided_through"], state["checked_at"]
         self.signals.rows = list(state["signals"])
-        self.inner = None
-        if state["inner"] is not None:
-            self.inner = self._new_inner()
-            self.inner.restore(state["inner"])
+        self.live = state["live"]
 
 
 def _utc(ns: int):
