@@ -103,6 +103,7 @@ def run(op, slots: np.ndarray, batches: list[pa.RecordBatch], burst: bool = Fals
 
 
 def main() -> None:
+    """Run the measurements of the module docstring and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--days", type=int, default=1)

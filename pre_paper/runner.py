@@ -40,12 +40,13 @@ import pyarrow as pa
 
 from actors.strategy import StrategyNodeParams, bar_end
 from graph.operator import OperatorContext
-from graph.schemas import BAR, BAR_CONFIRMED, DECISION, SIGNAL
+from graph.schemas import BAR_CONFIRMED
 from pre_paper.cache import BAR_COLUMNS, HistoryCache
 from pre_paper.calendars import TradingCalendar
 from pre_paper.decider import Segment
 from pre_paper.history import Assessment, HistoryCheckResult, HistoryStatus, assess, tolerance_ns
 from pre_paper.loader import backfill_note, check_result, ensure_history
+from pre_paper.signals import SignalRows
 
 __all__ = ["RunnerSettings", "SymbolRunner", "event"]
 
@@ -72,7 +73,7 @@ class RunnerSettings:
         auto_backfill: fetch gaps from the providers.
         backfill_retry_ns: at least this much clock time between two fetches of one symbol.
         strategy_params: the ``strategy`` node params (manifest).
-        node_id: the ``pre_paper`` node's id (names the inner strategy node).
+        node_id: the ``pre_paper`` node's id.
         signal_name: the ``signals`` name of the rows emitted for new targets.
     """
 
@@ -86,39 +87,6 @@ class RunnerSettings:
     signal_name: str
 
 
-class _Signals:
-    """The strategy's input signal rows of one symbol (``signal`` and ``spread``), for re-seeding."""
-
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names  # signals.name -> "signal" | "spread"
-        self.rows: list[tuple[int, str, float]] = []  # (ts, name, value), arrival order
-
-    def add(self, ts: np.ndarray, names: np.ndarray, values: np.ndarray) -> None:
-        keep = np.isin(names, list(self.names))
-        self.rows += list(zip(ts[keep].tolist(), names[keep].tolist(), values[keep].tolist()))
-
-    def prune(self, oldest_end: int) -> None:
-        """Forget rows no window bar needs: keep per name the last row before ``oldest_end`` and all later."""
-        last: dict[str, tuple[int, str, float]] = {}
-        later = []
-        for row in sorted(self.rows, key=lambda r: r[0]):
-            if row[0] < oldest_end:
-                last[row[1]] = row
-            else:
-                later.append(row)
-        self.rows = sorted(last.values(), key=lambda r: r[0]) + later
-
-    def batch(self, symbol: str) -> pa.RecordBatch | None:
-        if not self.rows:
-            return None
-        ts, names, values = zip(*self.rows)
-        n = len(ts)
-        return pa.RecordBatch.from_arrays(
-            [pa.array(["pre_paper"] * n), pa.array([symbol] * n), pa.array(ts, pa.int64()), pa.array(names),
-             pa.array(values, pa.float64()), pa.nulls(n, pa.float64()), pa.nulls(n, pa.string())], schema=SIGNAL,
-        )  # fmt: skip
-
-
 class SymbolRunner:
     """The state of one symbol (see the module docstring).
 
@@ -128,7 +96,7 @@ class SymbolRunner:
         calendar: the instrument's trading calendar.
         cache: the shared history cache.
         providers: the node's providers (a ProviderChain) or None.
-        ctx: the ``pre_paper`` node's context (shard, run id) for the inner strategy node.
+        ctx: the ``pre_paper`` node's context (its clock stamps the cache rows).
     """
 
     def __init__(self, symbol: str, settings: RunnerSettings, calendar: TradingCalendar, cache: HistoryCache,
@@ -139,9 +107,8 @@ class SymbolRunner:
         self.cache = cache
         self.providers = providers
         self.ctx = ctx
-        self._strategy_params = StrategyNodeParams.model_validate(settings.strategy_params)
-        p = self._strategy_params
-        self.signals = _Signals({n: k for n, k in ((p.signal, "signal"), (p.spread, "spread")) if n})
+        p = StrategyNodeParams.model_validate(settings.strategy_params)
+        self.signals = SignalRows({n: k for n, k in ((p.signal, "signal"), (p.spread, "spread")) if n})
         self.window = {name: np.empty(0, np.int64 if name in ("ts", "slot") else np.float64) for name in (*_FIELDS, "slot")}
         self._tolerance = tolerance_ns(calendar, settings.timeframe, settings.grace_s)
         self._slot_ns = calendar.slot_ns(settings.timeframe)
@@ -199,6 +166,7 @@ class SymbolRunner:
         self.last_fetch = now
 
         def observe(loading: HistoryCheckResult) -> None:
+            """Record the LOADING check ensure_history reports before it fetches."""
             events.extend(self._record(loading, now, trigger=trigger, force=True))
 
         result = ensure_history(
@@ -219,6 +187,8 @@ class SymbolRunner:
         closed = self.calendar.closed_count(self.settings.timeframe, now)
         table = self.calendar.slots(self.settings.timeframe)
         before = int(self.calendar.slot_open(self.settings.timeframe, closed)[0]) if closed < int(table.cum[-1]) else now
+        if len(self.window["ts"]):  # never lose a bar already taken (a clock behind the data)
+            before = max(before, int(self.window["ts"][-1]) + 1)
         cached = self.cache.last(self.symbol, self.settings.timeframe, before, self.settings.required_bars)
         self.window = {name: np.asarray(getattr(cached, name)) for name in _FIELDS}
         self.window["slot"] = self.calendar.index(self.settings.timeframe, self.window["ts"]) if len(cached) else np.empty(0, np.int64)
@@ -286,6 +256,7 @@ class SymbolRunner:
         seed: tuple | None = None  # (seed bars, signals) of the current segment
 
         def close() -> None:
+            """End the current run of SUFFICIENT bars as a segment."""
             nonlocal seed
             if run:
                 segments.append(Segment([self._bar_row(b) for b in run], *(seed or (None, None))))
