@@ -22,7 +22,6 @@ import time
 
 import orjson
 import pandas as pd
-import pytest
 import yaml
 
 import graph.runtime

@@ -100,8 +100,7 @@ def test_the_tolerance_separates_quiet_minutes_from_gaps(xnys):
 
 
 def test_outdated_is_trading_time_not_wall_time(xnys):
-    bars = minutes_until = stamp("2012-07-02T09:30:00-04:00") + MINUTE * np.arange(90)  # 09:30 .. 10:59 ET
-    del minutes_until
+    bars = stamp("2012-07-02T09:30:00-04:00") + MINUTE * np.arange(90)  # 09:30 .. 10:59 ET
     start = stamp("2012-07-02T09:30:00-04:00")
     # 11:07 ET: the 10:59 bar opened 8 minutes of trading ago (> 7): outdated
     late = assess(bars, xnys, "1m", stamp("2012-07-02T11:07:00-04:00"), start=start)

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 
 from pre_paper.cache import HistoryCache
-from pre_paper.calendars import trading_calendar
 from pre_paper.history import HistoryStatus, required_bars
 from pre_paper.loader import ensure_history
 from pre_paper.manifest import load_promoted
