@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary-json", type=Path, default=None, metavar="PATH", help="write the run summary here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="show operator tracebacks on failure")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_ID",
+        help="continue run RUN_ID (its driver was killed) from its last complete checkpoint",
+    )
     return parser.parse_args(argv)
 
 
@@ -155,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"ray: joined {args.address}; dashboard {info['dashboard_url']}", file=sys.stderr)
             previous = signal.signal(signal.SIGINT, on_sigint)
             try:
-                run = build_graph(loaded, backend=args.backend)
+                try:
+                    run = build_graph(loaded, backend=args.backend, run_id=args.resume, resume=args.resume is not None)
+                except ValueError as exc:  # --resume of a run without a complete checkpoint
+                    return _fail(str(exc), 2)
+                print(f"run {run.run_id}" + (f": resumed from checkpoint {run.resumed_from}" if args.resume else ""),
+                      file=sys.stderr)  # fmt: skip
                 result = run.run(
                     on_progress=on_progress,
                     duration_s=args.duration,

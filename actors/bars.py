@@ -18,7 +18,15 @@ Semantics:
       division.
     * A watermark ``w`` confirms every open bar whose end ``<= w``: it is emitted
       once with status ``confirmed`` and dropped from state. End-of-stream confirms
-      every open bar.
+      every open bar (the input is over: nothing can still change it).
+    * ``partial`` instead of ``confirmed``: a bar the engine did not see whole. When the
+      run is *stopped* (``--duration``, Ctrl-C; ``on_stop``) the open bars are emitted once
+      as ``partial``; a bar that opened before its symbol's first *live* tick (a live
+      session that started mid-bar) is ``partial`` when it ends. The store keeps partial
+      bars apart (``bars_partial``), so a stop never turns a half-built 1h or 1d bar into a
+      final one, and a restarted session never overwrites a final bar with its own part.
+      (A stopped run keeps its checkpoints: ``run.py --resume`` continues it, and then
+      the bar is confirmed whole.)
     * A trade with ``ts`` < the last watermark is a *late tick* (the graph's
       ``event_time.allowed_lateness_ms`` is already in the watermark: sources emit
       max event time - allowed lateness). It is counted and handled by the graph's
@@ -69,6 +77,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from actors.bar_kernels import (
@@ -88,7 +97,8 @@ from actors.bar_kernels import (
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import Timeframe
-from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, QUARANTINE, QUARANTINE_ROW, quarantine_row
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, BAR_PARTIAL, ORIGIN_LIVE, QUARANTINE
+from graph.schemas import QUARANTINE_ROW, quarantine_row
 from graph.times import iso_ns
 from graph.timeframes import DAILY, INTRADAY_NS, TIMEFRAMES
 
@@ -98,7 +108,7 @@ _TF_INDEX = {tf: i for i, tf in enumerate(TIMEFRAMES)}
 _TF_NAMES = pa.array(TIMEFRAMES)
 _NO_WATERMARK = int(np.iinfo(np.int64).min)
 _END_OF_STREAM = int(np.iinfo(np.int64).max)
-_SNAPSHOT_VERSION = 3
+_SNAPSHOT_VERSION = 4
 _CONSOLIDATE_CHUNKS = 64  # amend: confirmed-bar chunks kept before they are merged and pruned
 
 _INTRADAY = list(INTRADAY_NS.items())
@@ -115,14 +125,14 @@ class BarParams(Params):
             key ``"default"`` applies to symbols not listed (else UTC 00:00-24:00).
         emit_forming: on each watermark, emit the bars touched since the previous one
             that are still open, with status ``forming``.
-        amend_window_ms: late policy ``amend`` only: how long (event time behind the
-            watermark) confirmed bars are kept to be corrected; > 0.
+
+    How long confirmed bars stay correctable under ``amend`` is the graph's
+    ``event_time.amend_window_ms`` (``OperatorContext.amend_window_ns``).
     """
 
     timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES), min_length=1)
     sessions: dict[str, Session] = Field(default_factory=dict)
     emit_forming: bool = True
-    amend_window_ms: int = Field(3_600_000, gt=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -192,6 +202,8 @@ class BarEngine(Operator):
         }
         self._confirmed = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
         self._corrected = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
+        self._partial = np.zeros((0, len(TIMEFRAMES)), dtype=np.int64)
+        self._first_live = np.zeros(0, dtype=np.int64)  # per symbol: first live tick ts (_NO_WATERMARK: none)
         # amend: confirmed bars kept for corrections, per timeframe: one sorted BarArrays and
         # the chunks confirmed since it was last consolidated (each sorted, keys disjoint)
         self._final: dict[int, BarArrays] = {tf: BarArrays.empty() for tf in self._timeframes}
@@ -217,6 +229,8 @@ class BarEngine(Operator):
         grow = np.zeros((n - len(self._confirmed), len(TIMEFRAMES)), dtype=np.int64)
         self._confirmed = np.concatenate([self._confirmed, grow])
         self._corrected = np.concatenate([self._corrected, grow])
+        self._partial = np.concatenate([self._partial, grow])
+        self._first_live = np.concatenate([self._first_live, np.full(n - len(self._first_live), _NO_WATERMARK, np.int64)])
 
     def _symbol_codes(self, column: pa.Array) -> np.ndarray:
         """Engine symbol ids (int32, shape (n,)) of a string or dictionary column."""
@@ -253,6 +267,7 @@ class BarEngine(Operator):
         if trades.num_rows == 0:
             return []
         ticks, quarantine = self._valid_trades(trades)
+        self._note_first_live(trades, ticks)
         touched: list[tuple[int, BarArrays]] = []  # (timeframe index, open bars this batch touched)
         late_bars: list[tuple[int, BarArrays]] = []  # amend: (timeframe index, partial bars of confirmed keys)
         if ticks.ts.size and self._watermark != _NO_WATERMARK:
@@ -335,6 +350,17 @@ class BarEngine(Operator):
         return ready
 
     # ------------------------------------------------------------------ internals
+    def _note_first_live(self, trades: pa.RecordBatch, ticks: Trades) -> None:
+        """Record each symbol's first live trade time (bars opened before it are partial)."""
+        live = pc.equal(trades.column("origin"), ORIGIN_LIVE)
+        if not ticks.ts.size or not pc.any(live).as_py():
+            return
+        mask = live.to_numpy(zero_copy_only=False)[ticks.row]
+        first = np.full(len(self._first_live), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, ticks.symbol[mask], ticks.ts[mask])
+        new = (self._first_live == _NO_WATERMARK) & (first != np.iinfo(np.int64).max)
+        self._first_live[new] = first[new]
+
     def _valid_trades(self, trades: pa.RecordBatch) -> tuple[Trades, list[dict[str, Any]]]:
         """The batch's trades as arrays, without malformed ones, and their quarantine rows."""
         ticks = Trades(
@@ -421,18 +447,42 @@ class BarEngine(Operator):
             touched.append((tf, merged))
 
     def _confirm(self, watermark: int) -> list[Emit]:
-        """Emit and drop every open bar with end ``<= watermark``."""
+        """Emit and drop every open bar with end ``<= watermark``: ``confirmed``, or
+        ``partial`` if it opened before its symbol's first live tick (a live session that
+        started mid-bar saw only part of it)."""
         done: list[tuple[int, BarArrays]] = []
+        partial: list[tuple[int, BarArrays]] = []
         amend = self.ctx.late_policy == "amend"
         for tf, bars in self._open_bars.items():
             ended = bars.end <= watermark
             if ended.any():
-                done.append((tf, bars.take(ended)))
+                finished = bars.take(ended)
                 self._open_bars[tf] = bars.take(~ended)
-                np.add.at(self._confirmed[:, tf], bars.symbol[ended], 1)
-                if amend:
-                    self._keep_final(tf, done[-1][1])
-        return [("bars", self._bars_batch(done, BAR_CONFIRMED))] if done else []
+                cut = finished.ts < self._first_live[finished.symbol]
+                if cut.any():
+                    partial.append((tf, finished.take(cut)))
+                    np.add.at(self._partial[:, tf], finished.symbol[cut], 1)
+                    finished = finished.take(~cut)
+                if finished.size:
+                    done.append((tf, finished))
+                    np.add.at(self._confirmed[:, tf], finished.symbol, 1)
+                    if amend:
+                        self._keep_final(tf, finished)
+        emits: list[Emit] = [("bars", self._bars_batch(done, BAR_CONFIRMED))] if done else []
+        return emits + ([("bars", self._bars_batch(partial, BAR_PARTIAL))] if partial else [])
+
+    def on_stop(self) -> list[Emit]:
+        """The stream was stopped early: every open bar is emitted once as ``partial``, never
+        as ``confirmed`` (its interval was not over), and dropped."""
+        self._watermark = _END_OF_STREAM
+        self._touched.clear()
+        parts = []
+        for tf, bars in self._open_bars.items():
+            if bars.size:
+                parts.append((tf, bars))
+                np.add.at(self._partial[:, tf], bars.symbol, 1)
+                self._open_bars[tf] = BarArrays.empty()
+        return [("bars", self._bars_batch(parts, BAR_PARTIAL))] if parts else []
 
     def _bars_batch(self, parts: list[tuple[int, BarArrays]], status: str) -> pa.RecordBatch:
         """A BAR batch of ``(timeframe index, bars)`` parts, sorted by (symbol, timeframe, ts).
@@ -482,12 +532,12 @@ class BarEngine(Operator):
             return ticks, []
         self._counts["late"] += count
         if self.ctx.late_policy == "amend":
-            horizon = wm - self.params.amend_window_ms * 1_000_000
+            horizon = wm - self.ctx.amend_window_ns
             late &= ticks.ts < horizon
             if not late.any():
                 return ticks, []
             why = (
-                f"older than the watermark minus amend_window_ms {self.params.amend_window_ms} "
+                f"older than the watermark minus amend_window_ms {self.ctx.amend_window_ns // 1_000_000} "
                 f"({_iso(horizon)}); its confirmed bars are no longer kept, so it cannot amend them"
             )
         else:
@@ -523,7 +573,7 @@ class BarEngine(Operator):
         self._final_chunks[tf] = []
         merged = BarArrays(*(np.concatenate(columns) for columns in zip(*parts)))
         if self._watermark not in (_NO_WATERMARK, _END_OF_STREAM):
-            keep = merged.end > self._watermark - self.params.amend_window_ms * 1_000_000
+            keep = merged.end > self._watermark - self.ctx.amend_window_ns
             if not keep.all():
                 merged = merged.take(keep)
         order = np.argsort(pack_key(merged.symbol, merged.ts), kind="stable")
@@ -598,6 +648,7 @@ class BarEngine(Operator):
             **self._counts,
             "bars_confirmed": per_symbol(self._confirmed, keep_zero=True),
             "bars_corrected": per_symbol(self._corrected, keep_zero=False),
+            "bars_partial": per_symbol(self._partial, keep_zero=False),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -620,6 +671,8 @@ class BarEngine(Operator):
             "counts": dict(self._counts),
             "confirmed": self._confirmed.copy(),
             "corrected": self._corrected.copy(),
+            "partial": self._partial.copy(),
+            "first_live": self._first_live.copy(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -650,3 +703,5 @@ class BarEngine(Operator):
         self._counts = dict(state["counts"])
         self._confirmed = state["confirmed"].copy()
         self._corrected = state["corrected"].copy()
+        self._partial = state["partial"].copy()
+        self._first_live = state["first_live"].copy()

@@ -53,6 +53,7 @@ __all__ = [
     "new_stats",
     "input_keys",
     "take_rows",
+    "skip_merged",
 ]
 
 
@@ -331,6 +332,28 @@ class TickMerge:
         self._feeds = []
 
 
+def skip_merged(
+    events: Iterator[tuple[str, pa.RecordBatch, np.ndarray | None]], ticks: int, quarantine: int
+) -> Iterator[tuple[str, pa.RecordBatch, np.ndarray | None]]:
+    """``events`` of a :class:`TickMerge` without their first ``ticks`` tick rows and first
+    ``quarantine`` quarantine rows (a restored source resuming after what it emitted).
+
+    The merge's output rows are the same every run, whatever the chunking, so skipping
+    counts of rows resumes exactly where the snapshot was taken.
+    """
+    for stream, batch, keys in events:
+        if stream == "ticks" and ticks:
+            cut = min(ticks, batch.num_rows)
+            ticks -= cut
+            batch, keys = batch.slice(cut), keys[cut:]
+        elif stream == "quarantine" and quarantine:
+            cut = min(quarantine, batch.num_rows)
+            quarantine -= cut
+            batch = batch.slice(cut)
+        if batch.num_rows:
+            yield stream, batch, keys
+
+
 def symbol_filter(symbols: list[str] | None) -> TickFilter | None:
     """A :data:`TickFilter` keeping only ``symbols`` (None: no filter)."""
     if symbols is None:
@@ -374,6 +397,25 @@ class FileReplay(Source):
         self._stats = {key: new_stats(spec.format) for key, spec in zip(self._keys, params.files)}
         self._merge: TickMerge | None = None
         self._emitted = 0
+        self._quarantine_emitted = 0
+        self._newest: int | None = None  # the newest watermark-moving ts emitted
+        self._skip = (0, 0)
+        self._started = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """The offset: tick and quarantine rows emitted, and the newest event time emitted."""
+        return {"version": 1, "emitted": self._emitted, "quarantine_emitted": self._quarantine_emitted, "newest": self._newest}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue after a :meth:`snapshot` (the files are re-read and the emitted rows skipped).
+
+        Raises:
+            ValueError: a snapshot of another version, or the replay has started.
+        """
+        if state.get("version") != 1 or self._started:
+            raise ValueError("file_replay: cannot restore this snapshot here (version or already started)")
+        self._emitted, self._quarantine_emitted, self._newest = state["emitted"], state["quarantine_emitted"], state["newest"]
+        self._skip = (self._emitted, self._quarantine_emitted)
 
     def events(self) -> Iterator[Emit | Watermark]:
         """Yield ``("ticks", batch)`` + ``Watermark`` pairs and ``("quarantine", batch)`` until the end.
@@ -382,14 +424,18 @@ class FileReplay(Source):
             FileNotFoundError: a file vanished after validation.
             ValueError: a file's content contradicts its format (e.g. LOBSTER row counts differ).
         """
+        self._started = True
         readers = [spec.read(self.block_bytes) for spec in self.params.files]
         plausible = self.ctx.event_time_range
         self._merge = TickMerge(readers, list(self._stats.values()), symbol_filter(self.params.symbols), plausible)
         watermarks = WatermarkGenerator("replay", allowed_lateness_ns=self.ctx.allowed_lateness_ns)
+        if self._newest is not None:
+            watermarks.observe(self._newest)
         pending: list[pa.RecordBatch] = []
         pending_rows, limit = 0, self.params.batch_rows
-        for stream, merged, _ in _chain(self._merge, ("end", None, None)):
+        for stream, merged, _ in _chain(skip_merged(self._merge, *self._skip), ("end", None, None)):
             if stream == "quarantine":
+                self._quarantine_emitted += merged.num_rows
                 yield stream, merged
                 continue
             if merged is not None:
@@ -403,6 +449,7 @@ class FileReplay(Source):
                 newest = plausible.plausible_max(ts[watermark_rows(batch)])
                 if newest is not None:
                     watermarks.observe(newest)
+                    self._newest = newest if self._newest is None else max(self._newest, newest)
                 yield "ticks", batch
                 watermark = watermarks.current()
                 if watermark is not None:

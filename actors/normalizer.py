@@ -48,11 +48,13 @@ De-duplication is by source sequence number, never by content: LOBSTER's AMZN sa
 has 48 legitimate hidden executions identical in time, size and price, and all of them
 are real trades. A duplicate is a tick whose key ``(provider, symbol, kind, seq)``
 (``kind`` = trade if price is not null, else quote) was already accepted, in the same
-batch or an earlier one. To bound memory the normalizer forgets a key once the
-watermark passes its tick: on ``on_watermark(w)`` every remembered key whose ``ts < w``
-is dropped. A replay arriving after that is by definition a *late tick* (the source
-promised no more ticks older than ``w``): quarantined as ``late`` under ``drop``; under
-``amend`` accepted and applied as a correction. Only accepted ticks are remembered, so a
+batch or an earlier one. To bound memory the normalizer forgets a key once no tick with
+it can matter: under ``drop`` once the watermark passes its tick (a replay arriving after
+that is a *late tick*, quarantined as ``late``); under ``amend`` only once the watermark
+is ``event_time.amend_window_ms`` past it, so a trade resent after a reconnect or a
+backfill within the window is a ``duplicate`` -- not a late trade that would amend its
+bar a second time (doubled volume and trade count). Beyond the window the bar engine no
+longer amends the bar, and quarantines such a trade as ``late``. Only accepted ticks are remembered, so a
 corrected resend of a rejected tick is not mistaken for a duplicate.
 
 The good path is vectorized (pyarrow.compute and numpy); Python runs per row only to
@@ -245,12 +247,14 @@ class Normalizer(Operator):
 
     def on_watermark(self, ts: int) -> list[Emit]:
         """Record the watermark (int64 ns UTC): later ticks older than it are late; forget
-        de-duplication keys of ticks with ``ts`` < it."""
+        de-duplication keys of ticks older than it (``drop``) or older than it minus the
+        amend window (``amend``: a resend within the window must not amend a bar twice)."""
         if self._watermark is None or ts > self._watermark:
             self._watermark = int(ts)
+        horizon = ts - self.ctx.amend_window_ns if self.ctx.late_policy == "amend" else ts
         for key in list(self._seen):
             seen = self._seen[key]
-            seen.forget_before(ts)
+            seen.forget_before(horizon)
             if not seen.runs:
                 del self._seen[key]
         return []

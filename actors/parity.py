@@ -63,10 +63,9 @@ class ParityParams(Params):
             file); empty or absent: no proof. Needs ``$TICKGRAPH_PARITY_KEY``.
         data_files: files to hash into the proof; absent: the files named in the
             params of the graph file's source nodes.
-        amend_window_ms: how long (event time after a bar's end) a bar may still be
-            corrected, so its final value is hashed only after that; absent: the bar
-            engine's default ``amend_window_ms`` when the graph's ``late_policy`` is
-            ``amend``, else 0. Must be >= the bars node's ``amend_window_ms``.
+
+    Under the late policy ``amend`` a bar is hashed once it can no longer be corrected:
+    ``event_time.amend_window_ms`` after its end (the same setting the bar engines use).
     """
 
     checkpoint_every: int = Field(default=10_000, ge=1)
@@ -74,7 +73,6 @@ class ParityParams(Params):
     order: dict[str, Order] = Field(default_factory=dict)
     proof_path: OutputFile | None = None
     data_files: list[InputFile] | None = None
-    amend_window_ms: int | None = Field(default=None, ge=0)
 
     @field_validator("proof_path", mode="before")
     @classmethod
@@ -109,10 +107,7 @@ class ParityTracker(Operator):
             self._key = signing_key(purpose=f"sign the parity proof of node {ctx.node_id!r} ({params.proof_path})")
         self._streams: dict[str, OrderedStream] = {}
         self._proof_written: str | None = None
-        window_ms = params.amend_window_ms
-        if window_ms is None:
-            window_ms = _bar_amend_window_ms() if ctx.late_policy == "amend" else 0
-        self._amend_window_ns = window_ms * 1_000_000
+        self._amend_window_ns = ctx.amend_window_ns if ctx.late_policy == "amend" else 0
 
     def __repr__(self) -> str:  # never shows the key
         return f"ParityTracker(node_id={self.ctx.node_id!r}, streams={sorted(self._streams)})"
@@ -211,7 +206,7 @@ def discover_data_files(graph_file: str | Path) -> list[Path]:
     Raises:
         GraphError: the graph file no longer loads.
     """
-    from actors import load_kind
+    from graph.registry import load_kind
     from graph.spec import load_graph
 
     loaded = load_graph(graph_file)
@@ -235,11 +230,3 @@ def discover_data_files(graph_file: str | Path) -> list[Path]:
         if issubclass(load_kind(node.kind), Source):
             walk(node.params)
     return list(found)
-
-
-def _bar_amend_window_ms() -> int:
-    """The bar engine's default ``amend_window_ms`` (1 h if the engine has none)."""
-    from actors.bars import BarParams
-
-    field = BarParams.model_fields.get("amend_window_ms")
-    return int(field.default) if field is not None and isinstance(field.default, int) else 3_600_000

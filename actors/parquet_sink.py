@@ -1,4 +1,4 @@
-"""The Parquet sink: confirmed bars as a hive-partitioned dataset, quarantine rows beside it.
+"""The Parquet sink: confirmed and corrected bars as a hive-partitioned dataset, quarantine rows beside it.
 
 Layout under ``path``::
 
@@ -8,7 +8,8 @@ Layout under ``path``::
 
 * A bar file holds the BAR columns minus the partition columns (``symbol``,
   ``timeframe``, recovered from the directory names by any hive-aware reader) and minus
-  ``status`` (every stored bar is confirmed, as in the SQL table ``bars_ohlcv``).
+  ``status``, plus ``revision`` (int64): 0 for a bar as confirmed, 1, 2, ... for each
+  correction of it (late policy ``amend``), as the SQL store updates the row in place.
   ``ts`` (bar open time) is stored as ``timestamp[ns, tz=UTC]``; every other column
   keeps its BAR type and nullability (:func:`parquet_schema` is the one rule).
 * A partition's rows are written in arrival order, ``rows_per_file`` rows per file,
@@ -22,8 +23,11 @@ Layout under ``path``::
   when the node runs several shards).
 * Files are written to a hidden temporary name and renamed, so a reader never sees a
   half-written file. Existing files are never deleted: a bar corrected after its file
-  was written (a late-tick amendment) appears again in a later file; readers wanting
-  one row per bar keep the last per (symbol, timeframe, ts).
+  was written (a late-tick amendment) appears again in a later file with a higher
+  ``revision``; :func:`latest_bars` keeps the highest revision per (symbol, timeframe,
+  ts), which is what ``bars_ohlcv`` holds.
+* Checkpoints: the sink's snapshot is its pending rows (and file counters); files already
+  written are final, and a restored sink receiving the same bars writes the same files.
 * With ``parallelism > 1`` key the node by symbol so that each partition has one writer.
 """
 
@@ -43,7 +47,7 @@ from pydantic import Field, field_validator
 
 from graph.operator import Emit, Operator, OperatorContext, Params
 from graph.params import OutputDir
-from graph.schemas import BAR, BAR_CONFIRMED, QUARANTINE
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE
 
 __all__ = [
     "TS_TYPE",
@@ -52,6 +56,7 @@ __all__ = [
     "BAR_FILE_SCHEMA",
     "QUARANTINE_FILE_SCHEMA",
     "bars_dataset",
+    "latest_bars",
     "ParquetSink",
     "ParquetSinkParams",
 ]
@@ -84,8 +89,10 @@ def parquet_schema(schema: pa.Schema, exclude: tuple[str, ...] = ()) -> pa.Schem
     )
 
 
-#: Columns inside a bar file.
-BAR_FILE_SCHEMA = parquet_schema(BAR, exclude=(*PARTITION_COLUMNS, "status"))
+#: Columns inside a bar file: BAR without the partition columns and ``status``, plus ``revision``.
+BAR_FILE_SCHEMA = parquet_schema(BAR, exclude=(*PARTITION_COLUMNS, "status")).append(
+    pa.field("revision", pa.int64(), nullable=False)
+)
 #: Columns of a quarantine file.
 QUARANTINE_FILE_SCHEMA = parquet_schema(QUARANTINE)
 #: The bar dataset as read back: partition columns then the file columns.
@@ -107,6 +114,24 @@ def bars_dataset(path: str | Path) -> ds.Dataset:
         path = path / _BARS_DIR
     partitioning = ds.partitioning(pa.schema([BAR.field(name) for name in PARTITION_COLUMNS]), flavor="hive")
     return ds.dataset(path, format="parquet", partitioning=partitioning, schema=_BAR_DATASET_SCHEMA)
+
+
+def latest_bars(table: pa.Table) -> pa.Table:
+    """One row per (symbol, timeframe, ts): the highest ``revision`` (the bar as last corrected).
+
+    Args:
+        table: rows of :func:`bars_dataset` (any order).
+
+    Returns:
+        Those rows, sorted by (symbol, timeframe, ts), ``revision`` dropped.
+    """
+    ordered = table.sort_by([("symbol", "ascending"), ("timeframe", "ascending"), ("ts", "ascending"), ("revision", "descending")])
+    keys = [ordered[name].to_numpy(zero_copy_only=False) for name in ("symbol", "timeframe")]
+    ts = ordered["ts"].cast(pa.int64()).to_numpy()
+    first = np.ones(len(ts), dtype=bool)
+    if len(ts) > 1:
+        first[1:] = (keys[0][1:] != keys[0][:-1]) | (keys[1][1:] != keys[1][:-1]) | (ts[1:] != ts[:-1])
+    return ordered.filter(pa.array(first)).drop_columns(["revision"])
 
 
 class ParquetSinkParams(Params):
@@ -161,7 +186,7 @@ class _Buffer:
 
 
 class ParquetSink(Operator):
-    """Writes confirmed bars (stream ``bars``) and quarantine rows (stream ``quarantine``) to Parquet.
+    """Writes confirmed and corrected bars (stream ``bars``) and quarantine rows to Parquet.
 
     Forming bars are ignored (counted). See the module docstring for the layout, the
     file naming and the idempotence guarantee. Buffers are written when they reach
@@ -184,6 +209,7 @@ class ParquetSink(Operator):
         self._rows_written = {"bars": 0, "quarantine": 0}
         self._files_written = 0
         self._forming_ignored = 0
+        self._revisions: dict[tuple[str, str, int], int] = {}  # corrections so far per bar
         self._ended = False
 
     def __repr__(self) -> str:
@@ -221,6 +247,48 @@ class ParquetSink(Operator):
         if not self._ended:
             self.on_eof()
 
+    def discard(self) -> None:
+        """Forget the pending rows (a restart: the checkpoint has them), so close writes nothing."""
+        self._ended = True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pending rows (per partition, unsorted, quarantine) and the file counters."""
+        return {
+            "version": 1,
+            "bars": {key: list(buffer.batches) for key, buffer in self._bars.items()},
+            "unsorted": list(self._unsorted.batches),
+            "quarantine": list(self._quarantine.batches),
+            "quarantine_files": self._quarantine_files,
+            "names_used": sorted(str(p) for p in self._names_used),
+            "rows_written": dict(self._rows_written),
+            "files_written": self._files_written,
+            "forming_ignored": self._forming_ignored,
+            "revisions": dict(self._revisions),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`snapshot`.
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"parquet_sink snapshot version {state.get('version')!r}, expected 1")
+
+        def buffer(batches: list[pa.RecordBatch]) -> _Buffer:
+            out = _Buffer()
+            for batch in batches:
+                out.append(batch)
+            return out
+
+        self._bars = {tuple(key): buffer(batches) for key, batches in state["bars"].items()}
+        self._unsorted, self._quarantine = buffer(state["unsorted"]), buffer(state["quarantine"])
+        self._quarantine_files = state["quarantine_files"]
+        self._names_used = {Path(p) for p in state["names_used"]}
+        self._rows_written = dict(state["rows_written"])
+        self._files_written, self._forming_ignored = state["files_written"], state["forming_ignored"]
+        self._revisions = dict(state["revisions"])
+
     def metrics(self) -> dict[str, Any]:
         """``rows_written`` ({"bars", "quarantine"}), ``files_written``, ``forming_ignored``."""
         return {
@@ -236,13 +304,21 @@ class ParquetSink(Operator):
             raise ValueError(
                 f"parquet_sink {self.ctx.node_id!r}: batch on stream 'bars' lacks column 'status' of BAR"
             )
-        confirmed = batch.filter(pc.equal(batch["status"], BAR_CONFIRMED))
-        self._forming_ignored += batch.num_rows - confirmed.num_rows
-        if confirmed.num_rows == 0:
+        stored = batch.filter(pc.is_in(batch["status"], pa.array([BAR_CONFIRMED, BAR_CORRECTED])))
+        self._forming_ignored += batch.num_rows - stored.num_rows
+        if stored.num_rows == 0:
             return
+        revision = np.zeros(stored.num_rows, dtype=np.int64)
+        corrected = np.flatnonzero(pc.equal(stored["status"], BAR_CORRECTED).to_numpy(zero_copy_only=False))
+        if len(corrected):
+            rows = stored.take(pa.array(corrected)).select(["symbol", "timeframe", "ts"]).to_pylist()
+            for position, row in zip(corrected.tolist(), rows):
+                key = (row["symbol"], row["timeframe"], row["ts"])
+                revision[position] = self._revisions[key] = self._revisions.get(key, 0) + 1
+        stored = stored.append_column("revision", pa.array(revision))
         # Partition lazily: splitting every small batch into ~(symbols x timeframes)
         # pieces costs one `take` per piece; splitting the buffered rows once costs one.
-        self._unsorted.append(_with_partition_columns(confirmed, self.ctx.node_id))
+        self._unsorted.append(_with_partition_columns(stored, self.ctx.node_id))
         if self._unsorted.rows >= self.params.rows_per_file:
             self._distribute()
             for key in sorted(self._bars):

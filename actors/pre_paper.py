@@ -4,7 +4,7 @@ Input: ``bars`` (BAR batches; the confirmed bars of the manifest's timeframe are
 and, for strategies that read one, the ``signals`` their backtest read (SIGNAL).
 Keyed by symbol: each symbol's runner (:class:`pre_paper.runner.SymbolRunner`) lives on
 one shard; a shard runs the manifest's symbols that hash to it
-(``graph.runtime.shard_of``), so every symbol has its own status from the start,
+(``graph.partition.shard_of``), so every symbol has its own status from the start,
 bars or not.
 
 Its whole configuration is one backtest's ``run_manifest.json`` (``params.manifest``,
@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from actors.execution import Execution, ExecutionParams
 from actors.strategy import bar_end
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.runtime import shard_of
+from graph.partition import shard_of
 from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, DECISION, EQUITY, FILL, PRE_PAPER_EVENT, QUARANTINE, QUARANTINE_ROW, SIGNAL, TRADE
 from pre_paper.cache import BAR_COLUMNS, HistoryCache
 from pre_paper.calendars import trading_calendar

@@ -182,6 +182,38 @@ class Recorder(Operator):
             if self._table is not None:
                 self._table.close()
 
+    def snapshot(self) -> dict[str, Any]:
+        """At a checkpoint: commit the ticks buffered for ``tick_data``; the open Parquet file's
+        rows, the file sequence and the counters are the state (written files are final).
+
+        Raises:
+            StoreError: the commit failed.
+        """
+        self._flush_sql(wait=True)
+        return {
+            "version": 1, "prefix": self._prefix, "current": list(self._current), "first_ts": self._first_ts,
+            "files": list(self._files), "recorded": self._recorded, "skipped": self._skipped,
+            "rows_written": self._table.written if self._table is not None else 0,
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the session of a :meth:`snapshot` (same file names, same sequence).
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"recorder snapshot version {state.get('version')!r}, expected 1")
+        self._prefix, self._current, self._first_ts = state["prefix"], list(state["current"]), state["first_ts"]
+        self._current_rows = sum(batch.num_rows for batch in self._current)
+        self._files, self._recorded, self._skipped = list(state["files"]), state["recorded"], state["skipped"]
+        if self._table is not None:
+            self._table.written = state["rows_written"]
+
+    def discard(self) -> None:
+        """Forget what is buffered (a restart: the checkpoint holds it), so close writes nothing."""
+        self._ended = True
+
     def metrics(self) -> dict[str, Any]:
         """``recorded`` (ticks), ``skipped`` (other origins), ``files`` (Parquet names), ``rows_written`` (tick_data)."""
         return {

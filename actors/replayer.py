@@ -38,13 +38,14 @@ or a uuid4 hex without a job table), which survives slicing, filtering, partitio
 Ray transport; rows carry ``origin = "replay"``. The id is kept out of the rows so that
 two replays of the same data give byte-identical tick streams (parity hashes).
 
-Job bookkeeping (``job_database_url``): a ``job_runs`` row ``job_name = "replay"`` (id =
-the graph run's id) is inserted ``running`` at the first step and finished ``completed``
-once the input is exhausted *and* the whole graph downstream has drained (the host's
-:meth:`Replayer.end`), ``failed`` (with ``error_message``, escaped) when reading raises (a
-file that disappears mid-run) or a node downstream fails (a sink at end-of-stream), or
-``cancelled`` when the replay stops before its end (``--duration``, Ctrl-C). ``rows_written``/``min_ts``/``max_ts`` describe the ticks
-emitted.
+Job bookkeeping (``job_database_url``): the driver records the run in ``job_runs`` there
+(``graph/run_record.py``); the replayer only reports what it emitted (``ticks``,
+``min_ts``/``max_ts``, ``providers_seen``, ``symbols_seen`` in its metrics).
+
+Checkpoints: the replayer's offset is how many tick rows and quarantine rows it has
+emitted. The merged stream is a pure function of the files and params, so a restored
+replayer re-reads its inputs and skips that many rows of each (``skip_merged``): the
+rest of the stream is exactly the rest of the uninterrupted one, at any speed.
 """
 
 from __future__ import annotations
@@ -64,13 +65,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from actors import tick_formats as formats
 from actors.clock import ClockMode, MarketClock
-from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, take_rows
-from db.engine import StoreError, absolute_sqlite_url, mask_url, writable_store_url
+from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, skip_merged, take_rows
+from db.engine import absolute_sqlite_url, mask_url, writable_store_url
 from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
 from graph.operator import Params as BaseParams
 from graph.params import OutputPath
 from graph.schemas import ORIGIN_REPLAY, QUARANTINE, TICK
-from graph.text import printable
 from graph.times import parse_time_ns
 
 __all__ = ["Replayer", "ReplayerParams", "REPLAY_RUN_ID_KEY", "parse_time_ns", "replay_run_id"]
@@ -111,11 +111,10 @@ class ReplayerParams(BaseParams):
             after the clock (a night, a weekend, files of different days), the clock jumps
             to it instead of waiting; None (default) keeps every gap.
         pause_file: while this file exists the replay is paused (relative to the graph file).
-        job_database_url: record the replay in ``job_runs`` there; None: no job row.
-        job_id: the id of a ``job_runs`` row that whoever launched this replay created and
-            will finish (the service's replay driver, ``service/driver.py``): batches are
-            stamped with it and the replayer writes no job row itself (``job_database_url``
-            is then ignored); None: the replayer keeps its own row as above.
+        job_database_url: the run's ``job_runs`` row goes there (written by the driver,
+            ``graph/run_record.py``); None: no job row.
+        job_id: the run id to stamp on batches when the launcher names it (the service's
+            replay driver, ``service/driver.py``); None: the graph run's id.
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -226,8 +225,9 @@ class Replayer(Source):
         self._started = False
         self._exhausted = False
         self.run_id: str | None = None  # set at the first step
-        self._job_open = False
+        self._skip = (0, 0)  # (tick rows, quarantine rows) a restored replayer skips
         self._emitted = 0
+        self._quarantine_emitted = 0
         self._min_ts: int | None = None
         self._max_ts: int | None = None
         self._providers: set[str] = set()
@@ -278,38 +278,14 @@ class Replayer(Source):
         Raises:
             FileNotFoundError: an input file is missing or disappeared during the replay.
             ValueError: a file's content contradicts its format.
-            db.engine.StoreError: ``tick_data`` or ``job_runs`` cannot be read/written.
+            db.engine.StoreError: ``tick_data`` cannot be read.
         """
         self._start()
-        try:
-            yield from self._paced()
-        except GeneratorExit:
-            raise
-        except KeyboardInterrupt:
-            self._finish("cancelled")
-            raise
-        except Exception as exc:
-            self._finish("failed", error=f"{type(exc).__name__}: {printable(str(exc))}")
-            raise
-        self._exhausted = True  # the job is completed only once the graph has drained: see end()
-
-    def end(self, outcome: str, error: str | None) -> None:
-        """The host's word on how the run ended: record the job row accordingly.
-
-        Args:
-            outcome: ``completed`` (every node downstream drained), ``failed`` or ``cancelled``.
-            error: the failing node's error for ``failed``.
-
-        ``completed`` is recorded only if the input was exhausted too (a stopped replay
-        that drained is ``cancelled``); a sink failing at end-of-stream makes the job
-        ``failed`` with that sink's error, never ``completed``.
-        """
-        if outcome == "completed":
-            self._finish("completed" if self._exhausted else "cancelled")
-        elif outcome == "failed":
-            self._finish("failed", error=printable(error or "failed downstream"))
-        else:
-            self._finish("cancelled")
+        for event in self._paced():
+            if isinstance(event, tuple) and event[0] == "quarantine":
+                self._quarantine_emitted += event[1].num_rows
+            yield event
+        self._exhausted = True
 
     def _paced(self) -> Iterator[Emit | Watermark | _Idle]:
         for event in self._batches():
@@ -382,6 +358,7 @@ class Replayer(Source):
                 )  # fmt: skip
             )
         self._merge = TickMerge(readers, list(self._stats.values()), self._filter(), self.ctx.event_time_range)
+        resumed = skip_merged(self._merge, *self._skip)
         interval_ms = params.batch_interval_ms
         if interval_ms is None:
             interval_ms = 0 if params.speed == 0 else 100
@@ -400,7 +377,7 @@ class Replayer(Source):
             pending_rows -= count
             ready.append(("ticks", batch, int(keys[0]), int(keys[count - 1])))
 
-        for stream, merged, keys in self._merge:
+        for stream, merged, keys in resumed:
             if stream == "quarantine":
                 yield stream, merged
                 continue
@@ -458,79 +435,48 @@ class Replayer(Source):
         self._symbols_seen.update(pc.unique(batch.column("symbol")).to_pylist())
         return batch.replace_schema_metadata({REPLAY_RUN_ID_KEY: self.run_id})
 
-    # -- job bookkeeping ------------------------------------------------------------------------
-    def _job_metadata(self) -> dict[str, Any]:
-        params = self.params
-        return {
-            "node_id": self.ctx.node_id,
-            "graph_file": str(self.ctx.graph_file) if self.ctx.graph_file else None,
-            "inputs": list(self._keys),
-            "speed": params.speed,
-            "start": params.start,
-            "end": params.end,
-            "allowed_lateness_ns": self.ctx.allowed_lateness_ns,
-        }
-
-    def _provider(self) -> str:
-        names = []
-        for spec in self.params.files:
-            fallback = "tardis" if spec.format.startswith("tardis") else spec.format
-            names.append(getattr(spec, "provider", None) or fallback)
-        if self.params.database_url is not None:
-            names.append("tick_data")
-        return ",".join(dict.fromkeys(names))
-
+    # -- run id, checkpoints -----------------------------------------------------------------
     def _start(self) -> None:
         if self._started:
             return
         self._started = True
-        if self.params.job_id is not None:  # the launcher owns the job row
-            self.run_id = self.params.job_id
-            return
-        url = self.params.job_database_url
-        if url is None:
-            self.run_id = self.ctx.run_id or uuid.uuid4().hex
-            return
-        from db.jobs import start_job
+        self.run_id = self.params.job_id or self.ctx.run_id or uuid.uuid4().hex
 
-        clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
-        self.run_id = start_job(
-            url, "replay", provider=self._provider(), symbols=self.params.symbols or [],
-            metadata_json=self._job_metadata(), job_id=self.ctx.run_id or None, **clock,
-        )  # fmt: skip
-        self._job_open = True
-
-    def _finish(self, status: str, error: str | None = None) -> None:
-        """Close the job row once (no-op without a job table or if already closed)."""
-        if not self._job_open:
-            return
-        self._job_open = False
-        from db.jobs import finish_job
-
-        metadata = {
-            **self._job_metadata(),
-            "providers_seen": sorted(self._providers),
-            "symbols_seen": sorted(self._symbols_seen),
-            **self.metrics_totals(),
+    def snapshot(self) -> dict[str, Any]:
+        """The replay's offset (tick and quarantine rows emitted) and its emitted-tick record."""
+        return {
+            "version": 1,
+            "emitted": self._emitted,
+            "quarantine_emitted": self._quarantine_emitted,
+            "min_ts": self._min_ts,
+            "max_ts": self._max_ts,
+            "providers": sorted(self._providers),
+            "symbols": sorted(self._symbols_seen),
+            "last_watermark": self._last_watermark,
         }
-        clock = {"clock_ns": self.ctx.clock_ns} if self.ctx.clock_ns is not None else {}
-        try:
-            finish_job(
-                self.params.job_database_url, self.run_id, status, rows_written=self._emitted,
-                min_ts=self._min_ts, max_ts=self._max_ts, error_message=error, metadata_json=metadata,
-                symbols=sorted(self._symbols_seen), **clock,
-            )  # fmt: skip
-        except StoreError as exc:
-            if status == "completed":
-                raise
-            _log.warning("replay %s: could not mark job %s %s: %s", self.ctx.node_id, self.run_id, status, exc)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue after a :meth:`snapshot`: the inputs are re-read and the emitted rows skipped.
+
+        Raises:
+            ValueError: a snapshot of another version, or taken after the stream started here.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"replay snapshot version {state.get('version')!r}, expected 1")
+        if self._started:
+            raise ValueError("a replay can only be restored before it starts")
+        self._emitted, self._quarantine_emitted = state["emitted"], state["quarantine_emitted"]
+        self._skip = (state["emitted"], state["quarantine_emitted"])
+        self._min_ts, self._max_ts = state["min_ts"], state["max_ts"]
+        self._providers, self._symbols_seen = set(state["providers"]), set(state["symbols"])
+        self._last_watermark = state["last_watermark"]
+        if self._max_ts is not None:
+            self.clock.observe(int(self._max_ts))
 
     def close(self) -> None:
-        """Close the readers; a job still open (used without a host: no :meth:`end`) is
-        recorded ``completed`` if the input was exhausted, else ``cancelled``."""
+        """Close the readers."""
         if self._merge is not None:
             self._merge.close()
-        self._finish("completed" if self._exhausted else "cancelled")
 
     # -- metrics --------------------------------------------------------------------------------
     def metrics_totals(self) -> dict[str, int]:
@@ -546,7 +492,8 @@ class Replayer(Source):
             :meth:`metrics_totals`, plus ``inputs`` (per input: ``format``, ``slow_path``,
             ``rows_read``, ``ticks`` read and kept, ``quarantined``, ``filtered``),
             ``replay_run_id``, ``speed``, ``paused``, ``clock_ns`` (virtual time),
-            ``min_ts``/``max_ts`` of the emitted ticks (int ns UTC).
+            ``min_ts``/``max_ts`` of the emitted ticks (int ns UTC), ``providers_seen`` and
+            ``symbols_seen`` (sorted).
         """
         return {
             **self.metrics_totals(),
@@ -557,6 +504,8 @@ class Replayer(Source):
             "clock_ns": self.clock.now_ns(),
             "min_ts": self._min_ts,
             "max_ts": self._max_ts,
+            "providers_seen": sorted(self._providers),
+            "symbols_seen": sorted(self._symbols_seen),
         }
 
 

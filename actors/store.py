@@ -5,7 +5,8 @@ Input stream -> table (tables: ``db/tables.py``):
 ============== =============== ===========================================================
 stream         table           rows written
 ============== =============== ===========================================================
-``bars``       ``bars_ohlcv``  status ``confirmed`` and ``corrected`` (``forming`` ignored)
+``bars``       ``bars_ohlcv``  status ``confirmed`` and ``corrected`` (``forming`` ignored);
+               ``bars_partial`` status ``partial`` (bars not seen whole: never a final row)
 ``signals``    ``signals``     every row; ``created_at`` set on first insert only
 ``ticks``      ``tick_data``   every row (TICK)
 ``quarantine`` ``quarantine``  every row
@@ -62,9 +63,9 @@ from db.engine import (
     writable_store_url,
 )
 from db import cache as bar_cache
-from db.tables import bars_ohlcv, create_tables, quarantine, signals, tick_data
+from db.tables import bars_ohlcv, bars_partial, create_tables, quarantine, signals, tick_data
 from graph.operator import Emit, Operator, OperatorContext, Params
-from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED
+from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, BAR_PARTIAL
 
 _log = logging.getLogger("tickgraph.store")
 
@@ -80,6 +81,8 @@ STREAM_TABLES: dict[str, sa.Table] = {
 _SOURCE_SCHEMAS = {"bars": "BAR", "quarantine": "QUARANTINE", "signals": "SIGNAL", "ticks": "TICK"}  # for errors
 #: Bar statuses written to ``bars_ohlcv`` (a correction overwrites the confirmed row).
 STORED_BAR_STATUSES = (BAR_CONFIRMED, BAR_CORRECTED)
+#: Every table the store writes: the input streams' and ``bars_partial`` (``bars`` rows of status partial).
+_TABLES: dict[str, sa.Table] = {**STREAM_TABLES, "bars_partial": bars_partial}
 #: Columns the store fills itself (not in the input batches): table -> column.
 _STORE_COLUMNS = {"signals": "created_at"}
 
@@ -190,9 +193,9 @@ class SqlStore(Operator):
         self._thread.start()
         self._in_flight: tuple[Future, list[tuple[sa.Table, int]], int] | None = None
         self._engine: AsyncEngine | None = None
-        self._buffers: dict[str, list[pa.RecordBatch]] = {stream: [] for stream in STREAM_TABLES}
+        self._buffers: dict[str, list[pa.RecordBatch]] = {stream: [] for stream in _TABLES}
         self._buffered_rows = 0
-        self._written = {table.name: 0 for table in STREAM_TABLES.values()}
+        self._written = {table.name: 0 for table in _TABLES.values()}
         self._forming_ignored = 0
         self._failed = False  # a write failed: close() must not try the buffer again
         self._flushes = 0
@@ -211,7 +214,7 @@ class SqlStore(Operator):
                     rows=multi,
                     copy=pg_copy_upsert_sql(table) if dialect.name == "postgresql" else None,
                 )
-                for stream, table in STREAM_TABLES.items()
+                for stream, table in _TABLES.items()
             }
             self._connect()
         except BaseException:
@@ -252,9 +255,13 @@ class SqlStore(Operator):
                 f"{missing} of the {_SOURCE_SCHEMAS[stream]} schema"
             )
         if stream == "bars":
+            partial = pc.equal(batch["status"], BAR_PARTIAL)
+            if pc.any(partial).as_py():
+                self._buffers["bars_partial"].append(batch.filter(partial).select(names))
+                self._buffered_rows += int(pc.sum(partial).as_py())
             stored = pc.is_in(batch["status"], _STORED_STATUSES)
             kept = batch if pc.all(stored).as_py() else batch.filter(stored)
-            self._forming_ignored += batch.num_rows - kept.num_rows
+            self._forming_ignored += batch.num_rows - kept.num_rows - int(pc.sum(partial).as_py() or 0)
             batch = kept
         if batch.num_rows:
             self._buffers[stream].append(batch.select(names))
@@ -304,6 +311,34 @@ class SqlStore(Operator):
             self._thread.join()
             self._loop.close()
 
+    def snapshot(self) -> dict[str, Any]:
+        """At a checkpoint barrier: commit every row received before it, then the counters.
+
+        So the store's durable state is exactly the checkpoint's: after a restore, rows sent
+        again are upserted over identical rows.
+
+        Raises:
+            StoreError: the commit failed.
+        """
+        self.flush()
+        return {"version": 1, "written": dict(self._written), "forming_ignored": self._forming_ignored, "flushes": self._flushes}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore the counters of a :meth:`snapshot` (the rows are in the database already).
+
+        Raises:
+            ValueError: a snapshot of another version.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"sql_store snapshot version {state.get('version')!r}, expected 1")
+        self._written = {**self._written, **state["written"]}
+        self._forming_ignored, self._flushes = state["forming_ignored"], state["flushes"]
+
+    def discard(self) -> None:
+        """Forget the buffered rows (a restart: they come again after the checkpoint)."""
+        self._buffers = {stream: [] for stream in _TABLES}
+        self._buffered_rows = 0
+
     def metrics(self) -> dict[str, Any]:
         """``rows_written`` ({table: rows upserted}), ``forming_ignored``, ``flushes``, ``buffered``."""
         return {
@@ -329,14 +364,14 @@ class SqlStore(Operator):
             return
         now = self._wall_clock()
         work = [
-            (STREAM_TABLES[stream], self._statements[stream], self._with_store_columns(STREAM_TABLES[stream], batches, now))
+            (_TABLES[stream], self._statements[stream], self._with_store_columns(_TABLES[stream], batches, now))
             for stream, batches in self._buffers.items()
             if batches
         ]
         counts = [(table, sum(batch.num_rows for batch in batches)) for table, _, batches in work]
         future = asyncio.run_coroutine_threadsafe(self._upsert(work), self._loop)
         self._in_flight = (future, counts, self._buffered_rows)
-        self._buffers = {stream: [] for stream in STREAM_TABLES}
+        self._buffers = {stream: [] for stream in _TABLES}
         self._buffered_rows = 0
         self._flushes += 1
         if self.ctx.clock_ns is not None:

@@ -244,7 +244,7 @@ class RunConfig(_Model):
 
 def _semantic_problems(config: RunConfig) -> tuple[RunConfig, list[str]]:
     """Checks that need the strategy class or the signal kinds; fills strategy defaults."""
-    from actors import load_kind
+    from graph.registry import load_kind
 
     problems: list[str] = []
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from actors import load_kind
+from graph.registry import load_kind
 from backtest.config import SIGNAL_KINDS, RunConfig, StoreData
 from backtest.engine import execution_params
 from graph.spec import CONFIG_DIR, LoadedGraph, load_graph

@@ -244,12 +244,19 @@ def secret_forms(password: str | None) -> list[str]:
 #: SQLite page cache per connection, KiB (negative PRAGMA value): 64 MiB keeps the
 #: B-tree pages of several hundred (symbol, timeframe) insertion points resident.
 SQLITE_CACHE_KIB = 65_536
+#: How long a SQLite writer waits for another's write lock before "database is locked",
+#: ms. The store, the recorder and the job records share one file; a long flush of a
+#: large batch on a slow disk can hold the lock for seconds (the sqlite3 default is 5 s).
+SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
 def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLite connect hook: WAL journal and synchronous=NORMAL (fast, crash-safe with WAL),
-    a 64 MiB page cache (:data:`SQLITE_CACHE_KIB`)."""
+    """SQLite connect hook: WAL journal (readers never block the writer) and
+    synchronous=NORMAL (fast, crash-safe with WAL), a busy timeout so that writers sharing
+    the file wait for each other (:data:`SQLITE_BUSY_TIMEOUT_MS`), and a 64 MiB page cache
+    (:data:`SQLITE_CACHE_KIB`)."""
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")

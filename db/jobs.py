@@ -25,7 +25,7 @@ from db.engine import StoreError, create_engine, describe_db_error, mask_url
 from db.tables import create_tables, job_runs
 from graph.schemas import JOB_STATUSES
 
-__all__ = ["start_job", "finish_job", "read_job", "update_job", "list_jobs"]
+__all__ = ["start_job", "finish_job", "read_job", "update_job", "list_jobs", "reopen_job", "mark_abandoned"]
 
 
 def _run(url: str, work: Callable[[Any], Any]) -> Any:
@@ -91,18 +91,19 @@ def finish_job(
     error_message: str | None = None,
     metadata_json: dict[str, Any] | None = None,
     symbols: Sequence[str] | None = None,
+    provider: str | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> None:
     """Mark job ``job_id`` ``completed``, ``failed`` or ``cancelled`` (``completed_at`` = now).
 
-    ``symbols``, when given, replaces the row's symbols (e.g. the symbols a replay
-    actually emitted, where the start only knew its filter).
+    ``symbols`` and ``provider``, when given, replace the row's (e.g. the symbols a
+    replay actually emitted, where the start only knew its filter).
 
     Raises:
         ValueError: ``status`` is not a final status.
         StoreError: the database refused the write, or no job has that id.
     """
-    if status not in JOB_STATUSES or status == "running":
+    if status not in JOB_STATUSES or status in ("running", "abandoned"):
         raise ValueError(f"final job status must be completed, failed or cancelled, got {status!r}")
     values: dict[str, Any] = {"status": status, "completed_at": clock_ns(), "error_message": error_message}
     for name, value in (("rows_written", rows_written), ("min_ts", min_ts), ("max_ts", max_ts)):
@@ -112,6 +113,8 @@ def finish_job(
         values["metadata"] = orjson.dumps(metadata_json).decode()
     if symbols is not None:
         values["symbols"] = orjson.dumps(sorted(symbols)).decode()
+    if provider is not None:
+        values["provider"] = provider
     result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
     if result.rowcount != 1:
         raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
@@ -198,3 +201,51 @@ def list_jobs(url: str, job_name: str | None = None, limit: int = 50) -> list[di
         statement = statement.where(job_runs.c.job_name == job_name)
     rows = _run(url, lambda c: c.execute(statement).mappings().all())
     return [_decoded(row) for row in rows]
+
+
+def reopen_job(url: str, job_id: str, metadata_json: dict[str, Any]) -> None:
+    """Set job ``job_id`` back to ``running`` (a resumed run): clears ``completed_at`` and the error.
+
+    Raises:
+        StoreError: the database refused the write, or no job has that id.
+    """
+    values = {"status": "running", "completed_at": None, "error_message": None,
+              "metadata": orjson.dumps(metadata_json).decode()}  # fmt: skip
+    result = _run(url, lambda c: c.execute(job_runs.update().where(job_runs.c.id == job_id).values(**values)))
+    if result.rowcount != 1:
+        raise StoreError(f"job_runs on {mask_url(url)}: no job with id {job_id!r}")
+
+
+def mark_abandoned(url: str, stale_before_ns: int, keep: str | None = None) -> int:
+    """Mark ``running`` jobs whose driver is gone as ``abandoned``; returns how many.
+
+    A job's driver is gone when its ``metadata.heartbeat_ns`` (or, for a row without one,
+    its ``started_at``) is older than ``stale_before_ns`` (wall clock, ns UTC).
+
+    Args:
+        url: the store.
+        stale_before_ns: the heartbeat deadline.
+        keep: a job id never to mark (the caller's own).
+
+    Raises:
+        StoreError: the database refused.
+    """
+
+    def work(connection: Any) -> int:
+        rows = connection.execute(
+            sa.select(job_runs.c.id, job_runs.c.started_at, job_runs.c.metadata).where(job_runs.c.status == "running")
+        ).all()
+        stale = []
+        for job_id, started_at, metadata in rows:
+            beat = (orjson.loads(metadata) if metadata else {}).get("heartbeat_ns", started_at)
+            if job_id != keep and beat is not None and beat < stale_before_ns:
+                stale.append(job_id)
+        if stale:
+            connection.execute(
+                job_runs.update().where(job_runs.c.id.in_(stale), job_runs.c.status == "running").values(
+                    status="abandoned", error_message="the run's driver stopped without recording an outcome"
+                )
+            )
+        return len(stale)
+
+    return int(_run(url, work))

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from db.engine import create_engine, gc_paused
-from db.tables import arrow_schema, bars_ohlcv, metadata, quarantine
+from db.tables import arrow_schema, bars_ohlcv, bars_partial, metadata, quarantine
 
 __all__ = [
     "read_table",
@@ -173,25 +173,29 @@ def _where(**filters: Any) -> dict[str, Any]:
 
 
 async def read_bars_async(
-    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None
+    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None, partial: bool = False
 ) -> pd.DataFrame:
     """Stored bars as a DataFrame ordered by (symbol, timeframe, ts).
+
+    Args:
+        partial: read ``bars_partial`` (bars not seen whole: open at a stop, or opened
+            before a live session's first tick) instead of the final ``bars_ohlcv``.
 
     Returns:
         Columns of BAR minus ``status``; ``ts`` int64 ns UTC (bar open time), prices
         float64, ``trade_count`` int64, ``symbol``/``timeframe`` strings.
     """
     table = await read_table_async(
-        url, bars_ohlcv, where=_where(symbol=symbol, timeframe=timeframe)
+        url, bars_partial if partial else bars_ohlcv, where=_where(symbol=symbol, timeframe=timeframe)
     )
     return table.to_pandas()
 
 
 def read_bars(
-    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None
+    url: str | URL, *, symbol: str | None = None, timeframe: str | None = None, partial: bool = False
 ) -> pd.DataFrame:
     """Synchronous :func:`read_bars_async` (runs its own event loop; not from async code)."""
-    return asyncio.run(read_bars_async(url, symbol=symbol, timeframe=timeframe))
+    return asyncio.run(read_bars_async(url, symbol=symbol, timeframe=timeframe, partial=partial))
 
 
 def read_quarantine(

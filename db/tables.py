@@ -33,6 +33,7 @@ __all__ = [
     "arrow_schema",
     "tick_data",
     "bars_ohlcv",
+    "bars_partial",
     "signals",
     "job_runs",
     "quarantine",
@@ -106,6 +107,11 @@ def table_from_schema(
 bars_ohlcv = table_from_schema(
     "bars_ohlcv", BAR, ("symbol", "timeframe", "ts"), exclude=("status",), sqlite_with_rowid=False
 )
+#: Bars the engine could not see whole (status ``partial``: open at a stop, or opened before
+#: a live session's first tick), apart from the final ones so they never replace them.
+bars_partial = table_from_schema(
+    "bars_partial", BAR, ("symbol", "timeframe", "ts"), exclude=("status",), sqlite_with_rowid=False
+)
 #: Rejected input rows, with their reason: one row per rejection, keyed by the run, the
 #: source and the rejection's ordinal at its node (see ``graph.schemas.QUARANTINE``).
 quarantine = table_from_schema("quarantine", QUARANTINE, ("run_id", "source", "position"))
@@ -149,6 +155,7 @@ INSERT_ONLY: dict[str, tuple[str, ...]] = {"signals": ("created_at",)}
 ORIGINS: dict[str, pa.Schema] = {
     "tick_data": TICK,
     "bars_ohlcv": BAR,
+    "bars_partial": BAR,
     "signals": SIGNAL,
     "job_runs": JOB_RUN,
     "quarantine": QUARANTINE,

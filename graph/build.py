@@ -1,30 +1,32 @@
-"""Build a validated graph into wired hosts (Ray actors or in-process) and drive it.
+"""Build a validated graph into wired hosts: Ray actors, or plain objects in this process.
 
-``build_graph(loaded, backend="ray")`` starts one Ray actor per node shard (a
-``NodeHost`` wrapped by ``ray.remote``), wires every edge, and returns a
-:class:`GraphRun`; ``backend="local"`` builds the same hosts as plain objects in this
-process (tests, the in-process baseline). ``GraphRun.run()`` drives the sources
-until end-of-stream, a ``--duration``, Ctrl-C, or a node failure.
+:func:`deploy` starts one Ray actor per node shard (a :class:`~graph.host.HostGroup`
+wrapped by ``ray.remote``; a chain of parallelism-1 nodes shares one, as Flink chains
+operators), wires every edge and returns a :class:`Deployment`; ``backend="local"`` builds
+the same hosts in this process (tests, the in-process baseline). :func:`build_graph`
+returns the :class:`~graph.driver.GraphRun` that drives a deployment to its end and
+redeploys it from the last checkpoint when an actor dies.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from graph.failures import NodeFailure, find_node_failure
+from graph.host import HostConfig, HostGroup, NodeHost
 from graph.operator import Source
-from graph.runtime import HostConfig, HostGroup, LocalTransport, NodeFailure, NodeHost, Route, find_node_failure
+from graph.partition import Route
+from graph.registry import load_kind
 from graph.spec import LoadedGraph
+from graph.transport import LocalTransport
 
 __all__ = [
     "ABORT_CLOSE_TIMEOUT_S",
-    "RunResult",
-    "GraphRun",
+    "Deployment",
     "build_graph",
     "count_actors",
+    "deploy",
     "plan_hosts",
     "plan_routes",
     "plan_chains",
@@ -34,23 +36,17 @@ __all__ = [
 ABORT_CLOSE_TIMEOUT_S = 30.0
 
 
-@dataclass
-class RunResult:
-    """What a finished run reports.
+def plan_hosts(
+    loaded: LoadedGraph, run_id: str = "", checkpoint_dir: str | None = None, restore: int | None = None
+) -> dict[str, list[HostConfig]]:
+    """One :class:`HostConfig` per shard of every node, in topological order.
 
-    Attributes:
-        elapsed_s: wall seconds from the first source step to drained end-of-stream.
-        hosts: ``NodeHost.metrics()`` of every shard, in topological order.
-        stopped_early: True if ``--duration`` or Ctrl-C ended the sources.
+    Args:
+        loaded: the validated graph.
+        run_id: the run's id.
+        checkpoint_dir: the run's checkpoint directory (None: checkpoints off).
+        restore: the checkpoint every shard restores at start (None: fresh).
     """
-
-    elapsed_s: float
-    hosts: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-
-
-def plan_hosts(loaded: LoadedGraph, run_id: str = "") -> dict[str, list[HostConfig]]:
-    """One :class:`HostConfig` per shard of every node, in topological order (``run_id``: the run's id)."""
     spec = loaded.spec
     plan: dict[str, list[HostConfig]] = {}
     for node_id in loaded.order:
@@ -70,6 +66,8 @@ def plan_hosts(loaded: LoadedGraph, run_id: str = "") -> dict[str, list[HostConf
                 graph_file=str(loaded.path),
                 event_time=spec.event_time.model_dump(),
                 run_id=run_id,
+                checkpoint_dir=checkpoint_dir,
+                restore=restore,
             )
             for shard in range(node.parallelism)
         ]
@@ -122,166 +120,101 @@ def count_actors(loaded: LoadedGraph) -> int:
     return sum(1 if len(chain) > 1 else spec.node(chain[0]).parallelism for chain in plan_chains(loaded))
 
 
-class GraphRun:
-    """A built graph: drive it with :meth:`run`, then it is finished (one run per build)."""
+class Deployment:
+    """The started hosts of one attempt of a graph run.
 
-    def __init__(self, loaded: LoadedGraph, backend: str, hosts: dict[tuple[str, int], Any], run_id: str = "") -> None:
+    Attributes:
+        backend: ``"ray"`` or ``"local"``.
+        hosts: ``(node id, shard)`` -> the host (local) or its actor handle (Ray; the
+            shards of a chain share one).
+        sources: the source shards' keys, in topological order.
+    """
+
+    def __init__(self, loaded: LoadedGraph, backend: str, hosts: dict[tuple[str, int], Any]) -> None:
         self.loaded = loaded
-        self.run_id = run_id
         self.backend = backend
         self.hosts = hosts
-        self.sources = [
-            key for key in hosts if issubclass(_kind_class(loaded, key[0]), Source)
-        ]
+        self.sources = [key for key in hosts if issubclass(load_kind(loaded.spec.node(key[0]).kind), Source)]
 
-    def _metrics(self) -> list[dict[str, Any]]:
+    @property
+    def channels(self) -> list[str]:
+        """Every shard's channel name (``node#shard``)."""
+        return [f"{node}#{shard}" for node, shard in self.hosts]
+
+    def _groups(self) -> list[Any]:
+        return list({id(h): h for h in self.hosts.values()}.values())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """``NodeHost.metrics()`` of every shard, in topological order."""
         if self.backend == "local":
             return [host.metrics() for host in self.hosts.values()]
         import ray
 
-        groups = list({id(h): h for h in self.hosts.values()}.values())
-        per_group = ray.get([g.metrics.remote() for g in groups])
+        per_group = ray.get([g.metrics.remote() for g in self._groups()])
         by_key = {(m["node_id"], m["shard"]): m for metrics in per_group for m in metrics}
         return [by_key[key] for key in self.hosts]
 
-    def run(
-        self,
-        *,
-        on_progress: Callable[[int, int | None], None] | None = None,
-        duration_s: float | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> RunResult:
-        """Drive the sources to end-of-stream and collect every host's metrics.
+    def abort(self, error: str | None = None, write: bool = True) -> None:
+        """Stop every host now without waiting for drains, then kill the actors.
 
         Args:
-            on_progress: called with (rows emitted by sources, latest source watermark).
-            duration_s: stop the sources after this many wall seconds, flush, finish.
-            should_stop: polled between steps; True ends the sources cleanly (Ctrl-C).
+            error: the failure (None: an interrupt).
+            write: let healthy sinks write what they hold (an abort that ends the run);
+                False before a restart (see :meth:`graph.host.NodeHost.close`).
 
-        Returns:
-            :class:`RunResult`.
-
-        Raises:
-            NodeFailure: a node raised or its actor died; names the node and shard.
-        """
-        pump_events = self.loaded.spec.runtime.pump_events
-        started = time.perf_counter()
-        stopped_early = False
-
-        def stop_now() -> bool:
-            nonlocal stopped_early
-            if (duration_s is not None and time.perf_counter() - started >= duration_s) or (
-                should_stop is not None and should_stop()
-            ):
-                stopped_early = True
-            return stopped_early
-
-        progress: dict[tuple[str, int], dict[str, Any]] = {}
-        try:
-            if self.backend == "local":
-                pending = list(self.sources)
-                while pending:
-                    for key in list(pending):
-                        progress[key] = self.hosts[key].pump(pump_events, stop=stop_now())
-                        if progress[key]["done"]:
-                            pending.remove(key)
-                        _report(on_progress, progress)
-            else:
-                import ray
-
-                refs = {self.hosts[key].pump.remote(key, pump_events): key for key in self.sources}
-                while refs:
-                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
-                    for ref in ready:
-                        key = refs.pop(ref)
-                        progress[key] = ray.get(ref)
-                        if not progress[key]["done"]:
-                            refs[self.hosts[key].pump.remote(key, pump_events, stop=stop_now())] = key
-                    _report(on_progress, progress)
-        except BaseException as exc:
-            failure = find_node_failure(exc) if isinstance(exc, Exception) else None
-            if failure is None and isinstance(exc, Exception):
-                failure = NodeFailure("driver", 0, f"{type(exc).__name__}: {exc}")
-            self.abort(str(failure) if failure is not None else None)
-            if failure is not None:
-                raise failure from None
-            raise
-        elapsed = time.perf_counter() - started
-        metrics = self._metrics()
-        self.shutdown()
-        return RunResult(elapsed_s=elapsed, hosts=metrics, stopped_early=stopped_early)
-
-    def abort(self, error: str | None = None) -> None:
-        """Stop every host now (after a failure or an interrupt) without waiting for drains.
-
-        Args:
-            error: the failure (None: an interrupt): a replay records its job ``failed``
-                with it, or ``cancelled``.
-
-        Every operator is closed, so healthy sinks write what they have received and
-        sources record how the run ended; on Ray an actor that does not close within
-        :data:`ABORT_CLOSE_TIMEOUT_S` (blocked on a dead peer) is killed regardless.
+        On Ray an actor that does not close within :data:`ABORT_CLOSE_TIMEOUT_S` (blocked
+        on a dead peer) is killed regardless.
         """
         if self.backend == "local":
             for host in self.hosts.values():
-                host.close(error)
+                host.close(error, write=write)
             return
         import ray
 
-        groups = list({id(h): h for h in self.hosts.values()}.values())
-        closing = [group.close.remote(error) for group in groups]
+        closing = [group.close.remote(error, write) for group in self._groups()]
         try:
-            ray.wait(closing, num_returns=len(closing), timeout=ABORT_CLOSE_TIMEOUT_S)
+            ray.wait(closing, num_returns=len(closing), timeout=ABORT_CLOSE_TIMEOUT_S if write else 5.0)
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Kill the actors of this graph (no-op in-process)."""
+        """Kill the actors of this deployment (no-op in-process)."""
         if self.backend == "local":
             return
         import ray
 
-        for handle in {id(h): h for h in self.hosts.values()}.values():
+        for handle in self._groups():
             try:
                 ray.kill(handle, no_restart=True)
             except Exception:  # already dead: nothing left to release
                 continue
 
 
-def _report(on_progress: Callable | None, progress: dict) -> None:
-    if on_progress is None or not progress:
-        return
-    rows = sum(p["rows"] for p in progress.values())
-    marks = [p["watermark"] for p in progress.values() if p["watermark"] is not None]
-    on_progress(rows, max(marks) if marks else None)
-
-
-def _kind_class(loaded: LoadedGraph, node_id: str) -> type:
-    from actors import load_kind
-
-    return load_kind(loaded.spec.node(node_id).kind)
-
-
-def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = None) -> GraphRun:
-    """Start and wire every node shard.
+def deploy(
+    loaded: LoadedGraph,
+    backend: str,
+    run_id: str,
+    *,
+    checkpoint_dir: str | None = None,
+    restore: int | None = None,
+    attempt: int = 0,
+) -> Deployment:
+    """Start and wire every node shard (restoring each from checkpoint ``restore`` if given).
 
     Args:
         loaded: a validated graph (``graph.spec.load_graph``).
         backend: ``"ray"`` (actors in the connected Ray cluster; call ``ray.init``
             first) or ``"local"`` (plain objects in this process).
-        run_id: the run's id: stamped on quarantine rows (a replay's ``job_runs.id``), its
-            first 6 hex digits in actor names and the ``run`` label of the actors' metrics
-            (``graph/telemetry.py``); default a new uuid4 hex.
-
-    Returns:
-        A :class:`GraphRun` ready to :meth:`GraphRun.run`.
+        run_id: the run's id (quarantine rows, actor names, metrics labels).
+        checkpoint_dir: the run's checkpoint directory; None: no checkpoints.
+        restore: the complete checkpoint to restore every shard from.
+        attempt: 0 for the first deployment, 1, 2, ... for restarts (in actor names).
 
     Raises:
         NodeFailure: an operator failed to start (e.g. the store cannot connect).
         ValueError: unknown backend.
     """
-    run_id = run_id or uuid.uuid4().hex
-    plan = plan_hosts(loaded, run_id)
+    plan = plan_hosts(loaded, run_id, checkpoint_dir, restore)
     routes = plan_routes(loaded)
     max_in_flight = loaded.spec.runtime.max_in_flight
     if backend == "local":
@@ -289,18 +222,18 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = 
             (c.node_id, c.shard): NodeHost(c) for configs in plan.values() for c in configs
         }
         transport = LocalTransport(hosts)
-        for (node_id, _), host in hosts.items():
+        for host in hosts.values():
             host.start()
         for (node_id, _), host in hosts.items():
             host.connect(routes[node_id], transport)
-        return GraphRun(loaded, backend, hosts, run_id)
+        return Deployment(loaded, backend, hosts)
     if backend != "ray":
         raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
 
     import ray
 
     actor_class = ray.remote(HostGroup)
-    run_tag = run_id[:6]
+    run_tag = run_id[:6] + (f"-r{attempt}" if attempt else "")
     hosts = {}
     groups = []
     for node_ids in plan_chains(loaded):
@@ -309,7 +242,7 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = 
             configs = shards if len(node_ids) > 1 else [plan[node_ids[0]][shard]]
             handle = actor_class.options(
                 name=f"{loaded.spec.name}.{'+'.join(node_ids)}#{shard}.{run_tag}",
-                max_restarts=0,
+                max_restarts=0,  # a dead actor is replaced by a restart of the whole graph (graph/driver.py)
                 max_concurrency=1,
             ).remote(configs)
             groups.append((handle, configs))
@@ -317,7 +250,7 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = 
                 hosts[(config.node_id, config.shard)] = handle
             if len(node_ids) > 1:
                 break  # a chain is parallelism 1: one actor
-    run = GraphRun(loaded, backend, hosts, run_id)
+    deployment = Deployment(loaded, backend, hosts)
     try:
         starts = [(configs, handle.start.remote()) for handle, configs in groups]
         for configs, ref in starts:
@@ -330,6 +263,31 @@ def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = 
                 raise failure from None
         ray.get([handle.connect.remote(routes, hosts, max_in_flight) for handle, _ in groups])
     except BaseException:
-        run.shutdown()
+        deployment.shutdown()
         raise
-    return run
+    return deployment
+
+
+def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = None, *, resume: bool = False, record: bool = True):
+    """Deploy every node shard; returns the :class:`~graph.driver.GraphRun` that drives it.
+
+    Args:
+        loaded: a validated graph (``graph.spec.load_graph``).
+        backend: ``"ray"`` (call ``ray.init`` first) or ``"local"``.
+        run_id: the run's id: stamped on quarantine rows, the ``job_runs`` id, its first 6
+            hex digits in actor names, the ``run`` label of the actors' metrics
+            (``graph/telemetry.py``); default a new uuid4 hex.
+        resume: continue run ``run_id`` from its last complete checkpoint (a driver that
+            was killed); ``run_id`` is then required.
+        record: own the run's ``job_runs`` row when the graph names a job database
+            (False when a caller keeps the row itself, as the service's replay driver does).
+
+    Raises:
+        NodeFailure: an operator failed to start.
+        ValueError: unknown backend, or ``resume`` without ``run_id`` or checkpoints.
+    """
+    from graph.driver import GraphRun
+
+    if resume and not run_id:
+        raise ValueError("resume needs the run_id of the run to continue")
+    return GraphRun(loaded, backend, run_id or uuid.uuid4().hex, resume=resume, record=record)

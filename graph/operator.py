@@ -5,7 +5,7 @@ one, comes in its :class:`OperatorContext`). The same operator object serves rep
 live and backtest; ``graph/runtime.py`` is the only place that knows about actors.
 
 Message order on every edge is: data batches, then the watermark that follows them,
-then more data, ..., then end-of-stream. A watermark ``w`` says event time has reached
+then more data, checkpoint barriers, ..., then end-of-stream (``graph/messages.py``). A watermark ``w`` says event time has reached
 ``w`` on that edge: ticks with ``ts == w`` may still come, and a later tick with
 ``ts < w`` is a *late tick* (a replayed file with out-of-order rows, a slow live
 feed). Operators never drop a late tick silently: they apply their late-tick policy
@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from graph.messages import Watermark
 from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange
 
 __all__ = [
@@ -36,13 +37,6 @@ __all__ = [
 
 #: One output of an operator: (output stream name, Arrow batch of that stream's schema).
 Emit = tuple[str, pa.RecordBatch]
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """Event-time progress: no later tick on this edge has ``ts`` < ``ts`` (int64 ns UTC)."""
-
-    ts: int
 
 
 class _Idle:
@@ -73,6 +67,8 @@ class OperatorContext:
         graph_file: the graph file this operator belongs to (None when built in code).
         allowed_lateness_ns, late_policy, idle_timeout_ns, forming_interval_ns: the
             graph's ``event_time`` settings (``graph/spec.py: EventTimeSettings``), in ns.
+        amend_window_ns: late policy ``amend``: how long behind the watermark a confirmed
+            bar can still be corrected (``event_time.amend_window_ms``), in ns.
         earliest_ns, latest_ns: the plausible event-time range ``[earliest, latest)``
             (``event_time.earliest/latest``, int ns UTC; ``graph/times.py``).
         run_id: the graph run's id (``job_runs.id`` of a replay); "" when built in code.
@@ -88,6 +84,7 @@ class OperatorContext:
     late_policy: str = "drop"
     idle_timeout_ns: int | None = 5_000_000_000
     forming_interval_ns: int = 0
+    amend_window_ns: int = 3_600_000_000_000
     earliest_ns: int = DEFAULT_EARLIEST_NS
     latest_ns: int = DEFAULT_LATEST_NS
     run_id: str = ""
@@ -135,6 +132,15 @@ class Operator:
         """Every input has ended: flush state (e.g. confirm forming bars)."""
         return []
 
+    def on_stop(self) -> list[Emit]:
+        """Every input has ended because the run was stopped early (``--duration``, Ctrl-C).
+
+        What is still open is incomplete: an operator that would finalise it at
+        ``on_eof`` must not (the bar engine emits its open bars as ``partial``). The
+        default is :meth:`on_eof`.
+        """
+        return self.on_eof()
+
     def close(self) -> None:
         """Release resources (connections, files). Called once, after ``on_eof`` or on failure."""
 
@@ -143,11 +149,17 @@ class Operator:
         return {}
 
     def snapshot(self) -> Any:
-        """State to restore after a restart (picklable)."""
+        """State at a checkpoint barrier, to restore after a restart (picklable).
+
+        Called when every input has delivered the barrier: everything before it has been
+        passed to ``on_batch``/``on_watermark``, nothing after it. ``restore(snapshot())``
+        followed by the rest of the stream must give exactly the uninterrupted output. A
+        sink makes its writes durable here (the SQL store commits its buffer).
+        """
         return None
 
     def restore(self, state: Any) -> None:
-        """Restore the state returned by :meth:`snapshot`."""
+        """Restore the state returned by :meth:`snapshot` (called right after construction)."""
 
 
 class Source:
@@ -179,3 +191,14 @@ class Source:
     def metrics(self) -> dict[str, Any]:
         """Source-specific counters for the run summary (JSON-serialisable)."""
         return {}
+
+    def snapshot(self) -> Any:
+        """The source's offset at a checkpoint (taken between two events; picklable).
+
+        After ``restore(snapshot())`` (before ``events()`` starts), ``events()`` must
+        continue exactly after the last event emitted before the snapshot.
+        """
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Resume from the offset returned by :meth:`snapshot` (called right after construction)."""

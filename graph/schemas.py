@@ -29,6 +29,7 @@ __all__ = [
     "BAR_FORMING",
     "BAR_CONFIRMED",
     "BAR_CORRECTED",
+    "BAR_PARTIAL",
     "ORIGIN_LIVE",
     "ORIGIN_REPLAY",
     "empty_batch",
@@ -75,6 +76,10 @@ BAR_FORMING = "forming"
 BAR_CONFIRMED = "confirmed"
 #: A confirmed bar re-emitted after a late tick amended it (late_policy ``amend``).
 BAR_CORRECTED = "corrected"
+#: A bar the engine could not see whole: open when the stream was stopped (``--duration``,
+#: Ctrl-C), or opened before a live feed's first tick of its symbol (the session started
+#: mid-bar). Stored apart (``bars_partial``): never as, or over, a final bar.
+BAR_PARTIAL = "partial"
 
 #: An OHLCV bar. ``ts`` is the bar OPEN time; the bar covers [ts, ts + timeframe)
 #: (``1d``: the instrument's trading session of that local date).
@@ -90,7 +95,7 @@ BAR = pa.schema(
         pa.field("volume", pa.float64(), nullable=False),  # sum of trade sizes
         pa.field("vwap", pa.float64(), nullable=False),  # sum(price*size)/sum(size)
         pa.field("trade_count", pa.int64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # "forming" | "confirmed" | "corrected"
+        pa.field("status", pa.string(), nullable=False),  # "forming" | "confirmed" | "corrected" | "partial"
     ]
 )
 
@@ -154,7 +159,7 @@ SIGNAL = pa.schema(
     ]
 )
 
-JOB_STATUSES = ("running", "completed", "failed", "cancelled")
+JOB_STATUSES = ("running", "completed", "failed", "cancelled", "abandoned")
 
 #: One job (a replay, an export): what it did, when, and how it ended.
 JOB_RUN = pa.schema(

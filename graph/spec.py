@@ -36,8 +36,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actors import KINDS, load_kind
+from db.engine import writable_store_url
 from graph.operator import Source
+from graph.params import output_dir_problem
+from graph.registry import KINDS, load_kind
 from graph.text import printable
 from graph.times import DEFAULT_EARLIEST_NS, DEFAULT_LATEST_NS, EventTimeRange, parse_time_ns
 
@@ -99,6 +101,14 @@ class RuntimeSettings(BaseModel):
         chain: run a parallelism-1 node whose only upstream node has parallelism 1
             in its upstream's actor (Flink's operator chaining): one serialization
             hop fewer. ``false`` gives every node shard its own actor.
+        checkpoint_interval_ms: wall time between two checkpoint barriers (0: no
+            checkpoints, so no restart from one).
+        checkpoint_dir: where checkpoints go, one folder per run id (relative to the cwd;
+            on a cluster, a directory every node can write).
+        max_restarts: how often the graph is redeployed from its last checkpoint after an
+            actor dies, before the run fails (``graph/driver.py``).
+        job_database_url: record the run in ``job_runs`` there (default: a source's
+            ``job_database_url`` param, if any).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -106,6 +116,24 @@ class RuntimeSettings(BaseModel):
     max_in_flight: int = Field(default=8, ge=1, le=1024)
     pump_events: int = Field(default=8, ge=1, le=4096)
     chain: bool = True
+    checkpoint_interval_ms: int = Field(default=10_000, ge=0)
+    checkpoint_dir: str = Field(default="out/checkpoints", validate_default=True)
+    max_restarts: int = Field(default=3, ge=0, le=100)
+    job_database_url: str | None = None
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str) -> str:
+        """Pin a relative directory to the cwd where the graph is loaded (the driver's)."""
+        problem = output_dir_problem(Path(value).expanduser().resolve())
+        if problem is not None:
+            raise ValueError(problem)
+        return str(Path(value).expanduser().resolve())
+
+    @field_validator("job_database_url")
+    @classmethod
+    def _job_url(cls, value: str | None) -> str | None:
+        return None if value is None else writable_store_url(value)
 
 
 class EventTimeSettings(BaseModel):
@@ -121,6 +149,10 @@ class EventTimeSettings(BaseModel):
             follows the wall clock, so quiet symbols still confirm; null disables.
         forming_interval_ms: at most one ``forming`` update per bar per this much
             event time (0: one per watermark).
+        amend_window_ms: late policy ``amend``: how long (event time behind the watermark)
+            a confirmed bar can still be corrected; the bar engines keep their confirmed
+            bars, the normalizer its de-duplication keys and the parity tracker its open
+            rows that long (one setting for all of them).
         earliest, latest: the plausible event times ``[earliest, latest)`` (ISO-8601 with
             offset or int ns UTC; default 1990-01-01 to 2100-01-01 UTC). The normalizer
             quarantines ticks outside as ``bad_timestamp`` (naming the likely unit
@@ -133,6 +165,7 @@ class EventTimeSettings(BaseModel):
     late_policy: Literal["drop", "amend"] = "drop"
     idle_timeout_ms: int | None = Field(default=5_000, ge=1)
     forming_interval_ms: int = Field(default=0, ge=0)
+    amend_window_ms: int = Field(default=3_600_000, gt=0)
     earliest: int = DEFAULT_EARLIEST_NS
     latest: int = DEFAULT_LATEST_NS
 
@@ -252,8 +285,9 @@ def parse_override(text: str) -> tuple[str, list[str], Any]:
 
     ``KEY`` is a node field (``parallelism``, ``key``, ``kind``, ``inputs``) or a
     param; ``params.`` may be written explicitly, and dotted keys reach nested params
-    (``source.params.url=ws://...``). ``VALUE`` is parsed as a YAML scalar/flow value,
-    so ``2`` is an int and ``[1m,5m]`` a list.
+    (``source.params.url=ws://...``). ``runtime.KEY`` and ``event_time.KEY`` set the
+    graph's own settings (``runtime.checkpoint_interval_ms=1000``). ``VALUE`` is parsed
+    as a YAML scalar/flow value, so ``2`` is an int and ``[1m,5m]`` a list.
 
     Returns:
         ``(node_id, path_within_node, value)``, e.g. ``("bars", ["parallelism"], 2)``.
@@ -270,9 +304,15 @@ def parse_override(text: str) -> tuple[str, list[str], Any]:
     except yaml.YAMLError:
         value = raw
     node_id, path = parts[0], parts[1:]
+    if node_id in _GRAPH_SETTINGS:
+        return node_id, path, value
     if path[0] not in NodeSpec.model_fields or path[0] == "id":
         path = ["params", *path]
     return node_id, path, value
+
+
+#: ``--set`` targets that are graph settings rather than nodes.
+_GRAPH_SETTINGS = ("runtime", "event_time")
 
 
 def _apply_overrides(doc: Any, overrides: Sequence[str], problems: list[str]) -> None:
@@ -282,6 +322,14 @@ def _apply_overrides(doc: Any, overrides: Sequence[str], problems: list[str]) ->
             node_id, path, value = parse_override(text)
         except ValueError as exc:
             problems.append(str(exc))
+            continue
+        if node_id in _GRAPH_SETTINGS:
+            if not isinstance(doc.get(node_id), dict):
+                doc[node_id] = {}
+            cursor = doc[node_id]
+            for key in path[:-1]:
+                cursor = cursor.setdefault(key, {})
+            cursor[path[-1]] = value
             continue
         matches = [n for n in nodes or [] if isinstance(n, dict) and n.get("id") == node_id]
         if not matches:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graph.build import RunResult
+from graph.driver import RunResult
 from graph.spec import LoadedGraph
 
 __all__ = ["build_summary", "format_summary"]
@@ -41,6 +41,7 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
     has_normalizer = False
     quarantined: dict[str, int] = {}
     bars_confirmed: dict[str, dict[str, int]] = {}
+    bars_partial: dict[str, dict[str, int]] = {}
     parity: dict[str, dict[str, dict[str, Any]]] = {}  # parity: node id -> stream -> {messages, hash}
     nodes: dict[str, dict[str, Any]] = {}
     for host in result.hosts:
@@ -55,6 +56,8 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
         _add(quarantined, host["quarantined"])
         for symbol, per_tf in host["operator"].get("bars_confirmed", {}).items():
             _add(bars_confirmed.setdefault(symbol, {}), per_tf)
+        for symbol, per_tf in host["operator"].get("bars_partial", {}).items():
+            _add(bars_partial.setdefault(symbol, {}), per_tf)
         if "parity" in host["operator"]:  # parity: final stream hashes of parity nodes
             parity[node_id] = host["operator"]["parity"]
         node = nodes.setdefault(node_id, {"kind": kinds[node_id], "rows_in": 0, "rows_out": {}, "shards": []})
@@ -73,6 +76,10 @@ def build_summary(loaded: LoadedGraph, result: RunResult) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 3),
         "ticks_per_s": round(ticks_read / elapsed, 1) if elapsed > 0 else None,
         "stopped_early": result.stopped_early,
+        "run_id": result.run_id,
+        "restarts": result.restarts,
+        "checkpoint": result.checkpoint,
+        "bars_partial": {s: dict(v) for s, v in sorted(bars_partial.items())},
         "parity": _parity_summary(parity),
         "nodes": nodes,
     }
@@ -89,7 +96,7 @@ def _parity_summary(per_node: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
 
 
 def _is_source(loaded: LoadedGraph, node_id: str) -> bool:
-    from actors import load_kind
+    from graph.registry import load_kind
     from graph.operator import Source
 
     return issubclass(load_kind(loaded.spec.node(node_id).kind), Source)
@@ -111,7 +118,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  throughput       {summary['ticks_per_s'] or 0:>12,.0f} ticks/s",
     ]
     if summary["stopped_early"]:
-        lines.append("  stopped early (duration or interrupt); forming bars were flushed as confirmed")
+        resume = f"; python run.py --resume {summary['run_id']} continues it" if summary.get("checkpoint") else ""
+        lines.append(f"  stopped early (duration or interrupt): open bars stored as partial{resume}")
     for stream, tracked in summary.get("parity", {}).items():
         lines.append(f"  parity {stream:<10}{tracked['messages']:>12,} messages  sha256 {tracked['hash']}")
     bars = summary["bars_confirmed"]

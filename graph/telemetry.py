@@ -17,6 +17,7 @@ name                               type      labels                             
 ``tick_replay_errors_total``       counter   run, node                              replay source failures
 ``bars_confirmed_total``           counter   run, symbol, timeframe                 bar rows ``confirmed``
 ``bars_corrected_total``           counter   run, symbol, timeframe                 bar rows ``corrected``
+``bars_partial_total``             counter   run, symbol, timeframe                 bar rows ``partial`` (not seen whole)
 ``ticks_quarantined_total``        counter   run, node, reason                      quarantine rows emitted
 ``signals_written_total``          counter   run, name                              signal rows a store wrote
 ``signals_write_failures_total``   counter   run, name                              rows a failed store lost
@@ -62,6 +63,7 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "tick_replay_errors_total": ("counter", "Replay source failures", ("run", "node")),
     "bars_confirmed_total": ("counter", "Bar rows emitted with status confirmed", ("run", "symbol", "timeframe")),
     "bars_corrected_total": ("counter", "Bar rows emitted with status corrected", ("run", "symbol", "timeframe")),
+    "bars_partial_total": ("counter", "Bar rows emitted with status partial (open at a stop, or begun before the session)", ("run", "symbol", "timeframe")),
     "ticks_quarantined_total": ("counter", "Rows emitted on quarantine streams, by reason", ("run", "node", "reason")),
     "signals_written_total": ("counter", "Signal rows committed by sql_store nodes", ("run", "name")),
     "signals_write_failures_total": ("counter", "Signal rows a failed sql_store had not written", ("run", "name")),
@@ -173,7 +175,7 @@ class NodeTelemetry:
             for (provider, symbol), rows in _counts(batch, ["provider", "symbol"]):
                 counter.inc(rows, tags={"run": self.run, "node": self.node, "provider": provider, "symbol": symbol})
         elif stream == "bars" and "status" in batch.schema.names:
-            for status, name in (("confirmed", "bars_confirmed_total"), ("corrected", "bars_corrected_total")):
+            for status, name in (("confirmed", "bars_confirmed_total"), ("corrected", "bars_corrected_total"), ("partial", "bars_partial_total")):
                 rows = batch.filter(pc.equal(batch.column("status"), status))
                 for (symbol, timeframe), n in _counts(rows, ["symbol", "timeframe"]):
                     _metric(name).inc(n, tags={"run": self.run, "symbol": symbol, "timeframe": timeframe})

@@ -4,9 +4,13 @@ A source asks its :class:`WatermarkGenerator` after each batch. The watermark is
 largest event time seen minus ``allowed_lateness_ns`` (ticks up to that much out of
 order are still on time, as in Flink's ``BoundedOutOfOrdernessWatermarks``); with the
 default lateness 0 a replay's watermark is exact. Live only: when the feed has been
-idle for ``idle_timeout_ns`` of wall time, the watermark also advances with the wall
-clock (wall now - allowed lateness), so a quiet symbol still confirms its bars.
-Watermarks never go backwards.
+idle for ``idle_timeout_ns`` of wall time, the watermark also advances by the wall time
+elapsed since the newest event was seen (``max_ts - lateness + (wall now - wall at
+max_ts)``, as Bytewax's ``EventClock`` does), so a quiet feed still confirms its bars.
+It does not jump to the absolute wall clock: a feed whose ticks arrive, say, 2 s after
+their event time would then make the first tick after every lull late through latency
+alone; advancing by elapsed time, a tick is late only if it arrives more than the allowed
+lateness *later than the newest tick did*. Watermarks never go backwards.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class WatermarkGenerator:
     allowed_lateness_ns: int = 0
     idle_timeout_ns: int | None = None
     _max_ts: int | None = field(default=None, init=False)
+    _max_wall: int | None = field(default=None, init=False)  # wall time when _max_ts was seen
     _last_seen_wall: int | None = field(default=None, init=False)
     _current: int | None = field(default=None, init=False)
 
@@ -44,6 +49,7 @@ class WatermarkGenerator:
         """Record that ticks up to event time ``max_ts`` were emitted (at wall time ``wall_ns``)."""
         if self._max_ts is None or max_ts > self._max_ts:
             self._max_ts = int(max_ts)
+            self._max_wall = wall_ns
         if wall_ns is not None:
             self._last_seen_wall = wall_ns
 
@@ -57,10 +63,11 @@ class WatermarkGenerator:
                 self.idle_timeout_ns is not None
                 and wall_ns is not None
                 and self._last_seen_wall is not None
+                and self._max_wall is not None
                 and wall_ns - self._last_seen_wall >= self.idle_timeout_ns
             )
             if idle:
-                candidate = max(candidate, wall_ns - self.allowed_lateness_ns)
+                candidate += wall_ns - self._max_wall
         if self._current is None or candidate > self._current:
             self._current = candidate
         return self._current

@@ -325,10 +325,10 @@ def _read_parquet(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from actors.parquet_sink import bars_dataset
+    from actors.parquet_sink import bars_dataset, latest_bars
 
     try:
-        table = bars_dataset(path).to_table() if path.is_dir() else pq.read_table(path)
+        table = latest_bars(bars_dataset(path).to_table()) if path.is_dir() else pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise BarCompareError(f"{source}: cannot read as Parquet bars: {exc}") from exc
     if "ts" not in table.column_names:

@@ -6,37 +6,27 @@ JSON array of its canonical field values:
 
 * **field order** is fixed per schema: the declared order of the stream's schema in
   ``graph/schemas.py`` (BAR, TICK, SIGNAL, QUARANTINE, recognised by their columns),
-  minus the provenance fields :data:`PROVENANCE_FIELDS` (``origin`` says whether a tick
-  came live or from a replay and so differs by design between a live capture and its
-  replay). A batch's column order and extra columns never matter. A stream of an
+  minus the provenance fields :data:`PROVENANCE_FIELDS`, which say how a row arrived
+  rather than what it is: a tick's ``origin`` (live or replay) and ``advances_watermark``
+  (a live feed's receive-time quote), and a bar's ``status`` (``confirmed``, ``corrected``
+  or ``partial`` depends on when the watermark passed, i.e. on batching and on where a
+  session started; the bar's values do not). A batch's column order and extra columns never matter. A stream of an
   unknown schema uses its column names in sorted order.
-* **floats** are rounded to ``float_bits`` significant BITS (default 32, about 9.6
-  decimal digits; relative precision 2^-32 = 2.3e-10) by rounding the IEEE-754
-  significand to nearest (ties away from zero) with integer operations on the raw bits,
-  then written by orjson as the shortest repr of the rounded double. Integer bit
-  operations give the same result on every platform; rounding absorbs the last-ulp
-  differences of float sums (bar ``volume``, ``vwap``: float addition is not
-  associative and the bar engine adds per batch). ``-0.0`` becomes ``0.0``; NaN and
-  infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (orjson
-  would write ``null``, which is a missing value).
-
-  Why bits and not decimal digits: market prices and sizes are short decimals, so a
-  VWAP is often a short decimal too, and then it lies exactly ON a decimal rounding
-  half-point (``9702.067725`` at 9 digits): two sums a few ulps apart round to
-  different digits. Measured on the Tardis BTCUSDT fixture re-batched 14 ways (1 to
-  2,000 rows): of 6,609 volume/vwap values that differed in their last bits, decimal
-  rounding to 9/10/11/12 digits still split 15/2/6/3 of them; rounding to 28..40 bits
-  split none. Short decimals are not dyadic, so they sit at random places relative to
-  the binary grid: the chance that two values ``u`` ulps apart straddle a boundary is
-  about ``u / 2^(53 - bits)``, ~1e-6 at 32 bits for the measured mean spread of 1.4 ulp
-  (the largest was 147 ulp). It is a chance, not zero: exact batch-invariance needs the
-  bar engine to sum exactly (e.g. compensated sums); parallelism and Ray vs in-process
-  never change batch contents per symbol, so they give bit-identical bars anyway.
+* **floats** are hashed at full precision by default (``float_bits`` 53: every bit of
+  the IEEE-754 double), written by orjson as the shortest repr that reads back to the
+  same double. The bar engine's volume and notional sums are exact fixed-point sums
+  (``actors/bar_kernels.py``), so a bar is bit-identical for every batching, sharding and
+  speed, and two bars that differ by one lot never hash equal. ``float_bits`` < 53
+  rounds the significand to that many bits (to nearest, ties away from zero, with
+  integer operations on the raw bits: the same on every platform), for comparing
+  streams that only agree to a tolerance (another system's bars). ``-0.0`` becomes
+  ``0.0``; NaN and infinities become the strings ``"NaN"``, ``"Infinity"``,
+  ``"-Infinity"`` (orjson would write ``null``, which is a missing value).
 * **timestamps** are int64 ns; **strings**, ints and booleans as JSON; null as ``null``.
 
 The chain (as in a hash-linked log, e.g. Certificate Transparency's, RFC 6962)::
 
-    h_0 = SHA-256("tickgraph-parity/1\\n" + stream + "\\n" + orjson(fields) + "\\n" + float_bits)
+    h_0 = SHA-256("tickgraph-parity/2\\n" + stream + "\\n" + orjson(fields) + "\\n" + float_bits)
     h_i = SHA-256(h_{i-1} || encode(row_i))          # h_{i-1}: 32 raw bytes
 
 ``h_n`` is the stream hash after ``n`` messages. Every ``checkpoint_every`` messages
@@ -74,11 +64,11 @@ __all__ = [
 ]
 
 #: Version tag of the canonical form; part of every chain's genesis and of every proof.
-CANONICAL_VERSION = "tickgraph-parity/1"
-#: Significant bits kept of every float's significand (53 = exact).
-DEFAULT_FLOAT_BITS = 32
+CANONICAL_VERSION = "tickgraph-parity/2"
+#: Significant bits kept of every float's significand (53 = exact, the default).
+DEFAULT_FLOAT_BITS = 53
 #: Fields that say where a row came from rather than what it is; never hashed.
-PROVENANCE_FIELDS = frozenset({"origin", "replay_run_id"})
+PROVENANCE_FIELDS = frozenset({"origin", "replay_run_id", "advances_watermark", "status"})
 
 #: Known stream schemas, most specific first (a BAR batch is recognised before a TICK one).
 _KNOWN_SCHEMAS: tuple[tuple[str, pa.Schema], ...] = (

@@ -12,7 +12,7 @@ Document (canonical file form: orjson, keys sorted, 2-space indent, final newlin
 
     {
       "format": "tickgraph-parity-proof/1",
-      "canonical": {"version": "tickgraph-parity/1", "float_bits": 32, "checkpoint_every": 1000},
+      "canonical": {"version": "tickgraph-parity/2", "float_bits": 53, "checkpoint_every": 1000},
       "tickgraph_version": "0.1.0",
       "graph": {"file": "replay_parity.yaml", "sha256": "..."} | null,
       "data_files": [{"path": "../fixtures/...csv", "bytes": 123, "sha256": "..."}],

@@ -117,7 +117,7 @@ class ReplayDriver:
             if self._cancel.is_set():
                 status = "cancelled"
             else:
-                run = build_graph(loaded, backend="ray", run_id=self.job_id)
+                run = build_graph(loaded, backend="ray", run_id=self.job_id, record=False)  # this driver keeps the row
                 result = run.run(on_progress=self._on_progress, should_stop=self._cancel.is_set)
                 summary = build_summary(loaded, result)
                 status = "cancelled" if result.stopped_early else "completed"

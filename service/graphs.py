@@ -34,7 +34,7 @@ PACED_INTERVAL_MS = 100
 
 
 def _kind_class(kind: str) -> type:
-    from actors import load_kind
+    from graph.registry import load_kind
 
     return load_kind(kind)
 

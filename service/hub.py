@@ -5,7 +5,8 @@
     client = hub.subscribe("AMZN", "1m", transport, backfill=100)
 
 Messages (``service/models.py: BarMessage``) are built once per bar row: ``BAR_FORMING``
-for a ``forming`` row, ``BAR_CONFIRMED`` and ``BAR_CORRECTED`` for the others. A server's
+for a ``forming`` row, ``BAR_CONFIRMED``, ``BAR_CORRECTED`` and ``BAR_PARTIAL`` (a bar
+the graph did not see whole: open at a stop, or begun before a live session) for the others. A server's
 WebSocket frames are not masked, so each message is also framed once (a text frame,
 RFC 6455 section 5.2) and the same bytes go to every client of the stream, written to
 its transport directly: per delivery the hub appends a reference to a list, and writes
@@ -15,7 +16,7 @@ order: forming updates of a bar, its confirmation, then the next bar.
 
 Parity: every stream keeps, per publishing run (``run``: a replay job's id, or the api
 node's own run), the SHA-256 chain of ``parity/canonical.py`` (stream name ``bars``, the
-BAR fields without ``status``, floats rounded to 32 significant bits, the same genesis as
+BAR fields without ``status``, floats at full precision (the parity node's default), the same genesis as
 the parity node) over that run's confirmed and corrected rows in order; each message
 carries its ``run`` and the chain *after* its row (forming messages: the chain so far),
 so a new run's messages start a new chain. So a
@@ -51,13 +52,15 @@ import orjson
 import pyarrow as pa
 
 from graph.times import iso_ns
-from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING
+from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, BAR_PARTIAL
 from parity.canonical import DEFAULT_FLOAT_BITS, StreamHasher, canonical_fields, encode_rows
 
 __all__ = ["BarHub", "Client", "MESSAGE_TYPES", "CHUNK_ROWS", "iso_ns", "text_frame"]
 
 #: Bar status -> WebSocket message type.
-MESSAGE_TYPES = {BAR_FORMING: "BAR_FORMING", BAR_CONFIRMED: "BAR_CONFIRMED", BAR_CORRECTED: "BAR_CORRECTED"}
+MESSAGE_TYPES = {
+    BAR_FORMING: "BAR_FORMING", BAR_CONFIRMED: "BAR_CONFIRMED", BAR_CORRECTED: "BAR_CORRECTED", BAR_PARTIAL: "BAR_PARTIAL",
+}
 _BAR_FIELDS = [name for name in BAR.names if name not in ("symbol", "timeframe")]
 #: Bar rows turned into messages between two yields to the event loop.
 CHUNK_ROWS = 128
@@ -217,7 +220,7 @@ class BarHub:
             bar = {name: row[name] for name in _BAR_FIELDS}
             bar["time"] = iso_ns(row["ts"])
             frame = text_frame(orjson.dumps({
-                "type": MESSAGE_TYPES.get(status, "BAR_CONFIRMED"), "symbol": row["symbol"],
+                "type": MESSAGE_TYPES[status], "symbol": row["symbol"],
                 "timeframe": row["timeframe"], "run": run, "seq": chain.seq, "hash": chain.hasher.hexdigest, "bar": bar,
             }))  # fmt: skip
             if status != BAR_FORMING and self.backfill_bars:

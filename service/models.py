@@ -180,13 +180,15 @@ class BarMessage(_Model):
     """A WebSocket message: a bar update and the stream's parity chain hash at that bar.
 
     ``type`` is ``BAR_FORMING`` (the open bar's current values), ``BAR_CONFIRMED`` (the
-    bar closed) or ``BAR_CORRECTED`` (a late tick amended a confirmed bar). ``hash`` is
+    bar closed), ``BAR_CORRECTED`` (a late tick amended a confirmed bar) or ``BAR_PARTIAL``
+    (a bar not seen whole: open when the run stopped, or begun before a live session's
+    first tick; never final). ``hash`` is
     the SHA-256 chain (``parity/canonical.py``, stream ``bars``) over this stream's
     confirmed and corrected rows of this ``run`` up to and including this one; a forming
     message carries the chain so far. ``seq`` counts the run's messages on the stream from 1.
     """
 
-    type: Literal["BAR_FORMING", "BAR_CONFIRMED", "BAR_CORRECTED"]
+    type: Literal["BAR_FORMING", "BAR_CONFIRMED", "BAR_CORRECTED", "BAR_PARTIAL"]
     symbol: str
     timeframe: Timeframe
     run: str = Field(description="the publishing run (a replay job's run_id, or the api node's run)")

@@ -106,6 +106,15 @@ class AlpacaSource(LiveSource):
         self._seq = 0
         self._state: str | None = None
 
+    def provider_state(self) -> int:
+        """The seq counter (this feed has no trade ids): restored so seqs stay unique."""
+        return self._seq
+
+    def restore_provider_state(self, state: int | None) -> None:
+        """Continue the seq counter of a snapshot."""
+        if state is not None:
+            self._seq = int(state)
+
     def subscribe_messages(self) -> list[dict[str, Any]]:
         """The ``subscribe`` action for the configured channels."""
         message: dict[str, Any] = {"action": "subscribe"}

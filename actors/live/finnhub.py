@@ -74,6 +74,15 @@ class FinnhubSource(LiveSource):
         self._secrets.append(self._key)
         self._seq = 0
 
+    def provider_state(self) -> int:
+        """The seq counter (this feed has no trade ids): restored so seqs stay unique."""
+        return self._seq
+
+    def restore_provider_state(self, state: int | None) -> None:
+        """Continue the seq counter of a snapshot."""
+        if state is not None:
+            self._seq = int(state)
+
     def connect_url(self) -> str:
         """``url`` with ``token=<key>`` appended (never logged)."""
         separator = "&" if "?" in self.params.url else "?"

@@ -69,7 +69,7 @@ def test_the_bars_hash_is_the_hash_of_the_stored_bars_in_bar_end_order(baseline)
     stored = stored.sort_values(["end", "symbol", "rank", "ts"])
     batch = pa.RecordBatch.from_pandas(stored[BAR.names], schema=BAR, preserve_index=False)
     fields = canonical_fields(BAR)
-    h = hashlib.sha256(b"tickgraph-parity/1\nbars\n" + orjson.dumps(list(fields)) + b"\n32").digest()
+    h = hashlib.sha256(b"tickgraph-parity/2\nbars\n" + orjson.dumps(list(fields)) + b"\n53").digest()
     for row in encode_rows(batch, fields):
         h = hashlib.sha256(h + row).digest()
     assert summary["parity"]["bars"] == {"messages": len(stored), "hash": h.hex()}

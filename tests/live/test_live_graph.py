@@ -49,11 +49,28 @@ def _binance_overrides(server, tmp_path) -> list[str]:
 
 
 def _assert_all_bars(url: str, trades: list[dict], symbols: list[str]) -> None:
+    """Every reference bar is stored once: final in ``bars_ohlcv`` or, if the session did
+    not see it whole, in ``bars_partial``. Partial are exactly the bars that opened before
+    the symbol's first trade (the session started mid-bar) and, at most, the last bar of
+    each (symbol, timeframe), open when the session stopped."""
+    key = ["symbol", "timeframe", "ts"]
     for symbol in symbols:
+        first_trade = min((t["ts"] for t in trades if t["symbol"] == symbol), default=None)
         for timeframe in TIMEFRAMES:
             expected = expected_bars(trades, symbol, timeframe)
-            stored = read_bars(url, symbol=symbol, timeframe=timeframe)
-            assert_bars_match(stored, expected, f"{symbol} {timeframe}")
+            final = read_bars(url, symbol=symbol, timeframe=timeframe)
+            partial = read_bars(url, symbol=symbol, timeframe=timeframe, partial=True)
+            label = f"{symbol} {timeframe}"
+            assert not set(final["ts"]) & set(partial["ts"]), f"{label}: a bar both final and partial"
+            stored = pd.concat([final, partial]).sort_values(key).reset_index(drop=True)
+            assert_bars_match(stored, expected, label)
+            if first_trade is None:  # quotes only: no bars
+                assert final.empty and partial.empty, label
+                continue
+            opens = expected.index.to_numpy()  # bar open times
+            began_before = set(opens[opens < first_trade].tolist())
+            assert began_before <= set(partial["ts"]), f"{label}: a bar begun before the session is final"
+            assert set(partial["ts"]) - began_before <= {int(opens.max())}, f"{label}: a closed bar is partial"
 
 
 def test_live_yaml_with_duration_stores_the_bars_of_the_recorded_frames(server, tmp_path):
@@ -72,8 +89,12 @@ def test_live_yaml_with_duration_stores_the_bars_of_the_recorded_frames(server, 
     _assert_all_bars(url, trades, BINANCE_SYMBOLS)  # every bar, including the still-open 1h/1d ones
     summary = json.loads(summary_path.read_text())
     assert summary["stopped_early"] and summary["ticks_read"] == len(trades) + len(quotes) == 86
-    assert summary["bars_confirmed"] == {s: dict.fromkeys(TIMEFRAMES, 1) for s in ("LRCBTC", "NKNUSDT")}
-    assert "forming bars were flushed as confirmed" in proc.stdout
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    for table, counted in (("bars_ohlcv", summary["bars_confirmed"]), ("bars_partial", summary["bars_partial"])):
+        stored = db.execute(f"select symbol, timeframe, count(*) from {table} group by 1, 2").fetchall()
+        assert {(s, tf): n for s, per in counted.items() for tf, n in per.items() if n} == {(s, tf): n for s, tf, n in stored}, table
+    assert summary["bars_partial"]  # the 1h and 1d bars were open at the stop
+    assert "open bars stored as partial; python run.py --resume" in proc.stdout
     assert sqlite3.connect(tmp_path / "db.sqlite").execute("select count(*) from tick_data").fetchone() == (86,)
 
 
@@ -141,7 +162,11 @@ def _replay(tmp_path, live_dir, event_time=None, **params):
 
 
 def _bars(directory) -> pd.DataFrame:
-    return read_bars(f"sqlite:///{directory / 'db.sqlite'}").sort_values(["symbol", "timeframe", "ts"]).reset_index(drop=True)
+    """Every stored bar, final and partial (a live session's first bars are partial; its
+    replay, which starts with the same first tick, cannot know that and confirms them)."""
+    url = f"sqlite:///{directory / 'db.sqlite'}"
+    both = pd.concat([read_bars(url), read_bars(url, partial=True)])
+    return both.sort_values(["symbol", "timeframe", "ts"]).reset_index(drop=True)
 
 
 def test_coinbase_session_bars_and_replay_parity(server, tmp_path):

@@ -3,11 +3,11 @@ whose websocket goes silent mid-run; the history becomes DEGRADED ('outdated his
 after the source reconnected and the hole was backfilled from the (local) Alpaca REST bars
 endpoint, SUFFICIENT again -- all of it in history_check_results.json.
 
-The clock is fake (graph.runtime's wall clock, as every operator of an in-process graph gets
+The clock is fake (graph.host's wall clock, as every operator of an in-process graph gets
 it): 60 times the real one from a Tuesday 10:00 New York time, so a minute of market time is
 a second of test time. Trades and REST bars are SYNTHETIC (a sine-wave price of the time).
 
-    real s   0 ........ 4 | 4 ......... 8 | 8 .......... 12
+    real s   0 ........ 4 | 4 ........ 11 | 11 ......... 15
     conn 0   trades       | silent (drop) | -
     conn 1   -            | -             | trades (after the reconnect)
     status   SUFFICIENT   | DEGRADED      | backfill -> SUFFICIENT
@@ -24,7 +24,7 @@ import orjson
 import pandas as pd
 import yaml
 
-import graph.runtime
+import graph.host
 from graph.build import build_graph
 from graph.spec import load_graph
 from pre_paper.graphs import manifest_overrides
@@ -44,6 +44,16 @@ class FastClock:
 
     def __call__(self) -> int:
         return T0 + (time.time_ns() - self.real0) * SPEED
+
+
+class FastTime:
+    """The ``time`` module as ``graph.host`` sees it, with ``time_ns`` the fast clock."""
+
+    def __init__(self, clock: FastClock) -> None:
+        self.time_ns = clock
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
 
 
 def price(ns: int) -> float:
@@ -84,7 +94,9 @@ def test_a_silent_feed_degrades_the_history_and_a_backfill_recovers_it(server, t
     monkeypatch.setenv("APCA_API_KEY_ID", "test-key-id")
     monkeypatch.setenv("APCA_API_SECRET_KEY", "test-secret")
     clock = FastClock()
-    monkeypatch.setattr(graph.runtime, "_wall_clock_ns", clock)
+    monkeypatch.setattr(graph.host, "time", FastTime(clock))  # the hosts' OperatorContext.clock_ns
+    # tolerance 2 x 1m + 180 s = 5 market minutes: more than the first live bar takes to be confirmed (the
+    # bar the run starts in is partial, never confirmed), less than the silence
     server.route("/v2/iex", [*handshake(), LiveTrades(clock, 4.0), Silent(30)], [*handshake(), LiveTrades(clock, 30.0), Hold()])
     server.rest("/v2/stocks/AMZN/bars", rest_bars)
     doc = yaml.safe_load((CONFIG / "pre_paper.yaml").read_text())
@@ -92,9 +104,9 @@ def test_a_silent_feed_degrades_the_history_and_a_backfill_recovers_it(server, t
     path = tmp_path / "pre_paper.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     overrides = manifest_overrides(path, manifest_amzn(), run_id="drop") + [
-        f"source.params.url={server.url('/v2/iex')}", "source.params.silence_timeout_s=4", "source.params.heartbeat_s=null",
+        f"source.params.url={server.url('/v2/iex')}", "source.params.silence_timeout_s=7", "source.params.heartbeat_s=null",
         "source.params.reconnect_initial_s=0.05", "source.params.jitter_seed=1", "bars.parallelism=1", "pre_paper.parallelism=1",
-        f"pre_paper.cache={tmp_path / 'cache.db'}", "pre_paper.staleness_grace_s=60", "pre_paper.backfill_retry_s=0",
+        f"pre_paper.cache={tmp_path / 'cache.db'}", "pre_paper.staleness_grace_s=180", "pre_paper.backfill_retry_s=0",
         f'pre_paper.providers=[{{"kind": "alpaca", "url": "{server.url("", scheme="http")}"}}]',
         f"audit.path={tmp_path / 'audit'}", "audit.flush_interval_ms=0", f"store.url=sqlite:///{tmp_path / 'db.sqlite'}",
     ]  # fmt: skip
@@ -109,6 +121,7 @@ def test_a_silent_feed_degrades_the_history_and_a_backfill_recovers_it(server, t
         again = "decisions" in marks and runner.status.value == "sufficient" and runner.counts["decisions"] > marks["decisions"]
         return again or time.monotonic() - started > 45
 
+    clock.real0 = time.time_ns()  # fake time starts with the run, not with the (slower) build
     run.run(should_stop=recovered)
     checks = json.loads((tmp_path / "audit" / "drop" / "history_check_results.json").read_text())
     sequence = [(c["status"], (c["reason"] or "").split(":")[0], c["trigger"]) for c in checks]
@@ -131,7 +144,7 @@ def test_a_silent_feed_degrades_the_history_and_a_backfill_recovers_it(server, t
     asked = [pd.Timestamp(q["start"]) for q in server.rest_requests["/v2/stocks/AMZN/bars"]]
     assert pd.Timestamp(hole["start"]) in asked  # the hole was asked for, to the nanosecond
     gap_minutes = (pd.Timestamp(hole["end"]) - pd.Timestamp(hole["start"])) / pd.Timedelta(minutes=1)
-    assert 3 <= gap_minutes <= 10  # ~4 s real silence = ~4 market minutes; > 2 x 1m + 60 s: a gap
+    assert 5 <= gap_minutes <= 12  # ~7 s real silence = ~7 market minutes; > 2 x 1m + 180 s: a gap
     log = (tmp_path / "audit" / "drop" / "pre_paper.log").read_text()
     assert "AMZN status degraded: outdated history" in log and log.rindex("AMZN status sufficient") > log.index("AMZN status degraded")
     manifest = json.loads((tmp_path / "audit" / "drop" / "pre_paper_manifest.json").read_text())

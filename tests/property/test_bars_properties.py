@@ -162,8 +162,8 @@ def test_shuffling_within_a_batch_never_changes_output(raw, rnd):
 
 def run_policy(batches: list[list[dict]], watermarks: list[int], policy: str) -> list:
     """Like :func:`run`, with late policy ``policy``; watermarks may make ticks late."""
-    ctx = OperatorContext("bars", late_policy=policy)
-    engine = BarEngine(BarParams(sessions=SESSIONS, amend_window_ms=10 * 86_400_000), ctx)
+    ctx = OperatorContext("bars", late_policy=policy, amend_window_ns=10 * 86_400 * 10**9)
+    engine = BarEngine(BarParams(sessions=SESSIONS), ctx)
     emits = []
     for rows, watermark in zip(batches, watermarks):
         emits += engine.on_batch("ticks", to_batch(rows))

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from actors import load_kind
+from graph.registry import load_kind
 from actors.bars import BarEngine, BarParams
 from graph.operator import OperatorContext
 from graph.schemas import BAR, QUARANTINE, TICK
@@ -367,8 +367,9 @@ def test_eof_confirms_every_open_bar():
     assert bars.on_eof() == []
 
 
-def amending(**params) -> BarEngine:
-    return BarEngine(BarParams(**params), OperatorContext(node_id="bars", late_policy="amend"))
+def amending(amend_window_ms: int = 3_600_000, **params) -> BarEngine:
+    ctx = OperatorContext(node_id="bars", late_policy="amend", amend_window_ns=amend_window_ms * 1_000_000)
+    return BarEngine(BarParams(**params), ctx)
 
 
 def test_drop_policy_applies_a_late_trade_to_no_bar_even_where_its_bar_is_open():

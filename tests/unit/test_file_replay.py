@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from actors import load_kind
+from graph.registry import load_kind
 from actors.file_replay import FileReplay
 from graph.operator import OperatorContext, Watermark
 from graph.schemas import QUARANTINE, QUARANTINE_ROW, TICK

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pytest
 
 from graph.build import build_graph
+from graph.messages import Data, Watermark
 from graph.runtime import Route
 from graph.schemas import BAR
 from graph.spec import load_graph
@@ -99,7 +100,7 @@ class Collector:
         self.messages.extend(messages)
 
     def frame(self, stream: str) -> pd.DataFrame:
-        batches = [m[2] for m in self.messages if m[0] == "data" and m[1] == stream]
+        batches = [m.batch for m in self.messages if isinstance(m, Data) and m.stream == stream]
         return pa.Table.from_batches(batches).to_pandas() if batches else pd.DataFrame()
 
 
@@ -274,12 +275,12 @@ def test_forming_rows_are_at_most_one_per_bar_per_interval_of_event_time(tmp_pat
     # the bar engine emits a watermark's forming rows, then the host forwards that watermark
     pending, seen = [], {}
     for message in collector.messages:
-        if message[0] == "data" and message[1] == "bars":
-            frame = message[2].to_pandas()
+        if isinstance(message, Data) and message.stream == "bars":
+            frame = message.batch.to_pandas()
             pending += [tuple(k) for k in frame[frame["status"] == "forming"][["symbol", "timeframe", "ts"]].values]
-        elif message[0] == "wm":
+        elif isinstance(message, Watermark):
             for key in pending:
-                seen.setdefault(key, []).append(message[1])
+                seen.setdefault(key, []).append(message.ts)
             pending = []
     assert not pending and len(seen) > 100
     assert max(len(marks) for marks in seen.values()) > 5  # long bars (1h, 1d) update repeatedly

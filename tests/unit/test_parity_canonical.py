@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from actors.bars import BarEngine, BarParams
 from graph.operator import OperatorContext
-from graph.runtime import DATA, EOF, WATERMARK, HostConfig, LocalTransport, NodeHost, partition_batch
+from graph.runtime import END_OF_STREAM, Data, Watermark, HostConfig, LocalTransport, NodeHost, partition_batch
 from graph.schemas import BAR, TICK
 from parity.canonical import (
     canonical_fields,
@@ -29,7 +29,7 @@ from parity.canonical import (
     StreamHasher,
 )
 from parity.ordering import DAILY_BOUND_NS, OrderedStream, bar_release_bounds
-from tests.reference import tardis_trades
+from tests.reference import reference_bars, tardis_trades
 
 T0 = 1_340_285_400_000_000_000  # 2012-06-21 13:30:00 UTC
 MINUTE = 60_000_000_000
@@ -60,9 +60,9 @@ def tick_batch(frame, symbols=None) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=TICK)
 
 
-def chain_by_hand(stream: str, fields, rows: list[bytes], bits: int = 32) -> str:
+def chain_by_hand(stream: str, fields, rows: list[bytes], bits: int = 53) -> str:
     """The chain of parity/canonical.py's docstring, written out with hashlib."""
-    h = hashlib.sha256(f"tickgraph-parity/1\n{stream}\n".encode() + orjson.dumps(list(fields)) + f"\n{bits}".encode()).digest()
+    h = hashlib.sha256(f"tickgraph-parity/2\n{stream}\n".encode() + orjson.dumps(list(fields)) + f"\n{bits}".encode()).digest()
     for row in rows:
         h = hashlib.sha256(h + row).digest()
     return h.hex()
@@ -77,8 +77,17 @@ def trades():
 def test_a_bar_row_encodes_in_the_schemas_field_order():
     # Values exactly representable in 32 significant bits are written unchanged.
     assert encode_rows(bars(bar_row()), canonical_fields(BAR)) == [
-        b'["AMZN","1m",1340285400000000000,223.5,224.0,223.25,223.75,100.0,223.5,3,"confirmed"]'
+        b'["AMZN","1m",1340285400000000000,223.5,224.0,223.25,223.75,100.0,223.5,3]'
     ]
+
+
+def test_a_bars_status_is_not_hashed_its_values_are():
+    # A bar confirmed in one batching is corrected in another, and partial in a live
+    # session that started inside it: the same bar. A different volume is a different bar.
+    fields = canonical_fields(BAR)
+    rows = [encode_rows(bars(bar_row(status=status)), fields) for status in ("confirmed", "corrected", "partial")]
+    assert rows[0] == rows[1] == rows[2]
+    assert encode_rows(bars(bar_row(volume=101.0)), fields) != rows[0]
 
 
 def test_column_order_and_extra_columns_do_not_change_the_encoding():
@@ -93,9 +102,11 @@ def test_provenance_fields_are_not_hashed(trades):
     live = tick_batch(trades.head(5))
     replay = live.set_column(live.schema.get_field_index("origin"), "origin", pa.array(["live"] * 5))
     fields = canonical_fields(TICK)
-    assert "origin" not in fields and "replay_run_id" not in fields
-    assert fields == tuple(n for n in TICK.names if n not in ("origin", "replay_run_id"))
+    assert "origin" not in fields and "replay_run_id" not in fields and "advances_watermark" not in fields
+    assert fields == tuple(n for n in TICK.names if n not in ("origin", "replay_run_id", "advances_watermark"))
     assert encode_rows(live, fields) == encode_rows(replay, fields)
+    received = live.set_column(live.schema.get_field_index("advances_watermark"), "advances_watermark", pa.array([False] * 5))
+    assert encode_rows(received, fields) == encode_rows(live, fields)
     # A tick batch without the optional provenance column is still a tick stream.
     bare = live.drop_columns([n for n in ("replay_run_id",) if n in live.schema.names])
     assert canonical_fields(bare.schema) == fields
@@ -106,17 +117,42 @@ def test_floats_nan_infinity_null_and_negative_zero_have_one_form_each():
     assert encode_rows(batch, ["x"]) == [b'["NaN"]', b'["Infinity"]', b'["-Infinity"]', b"[null]", b"[0.0]", b"[1.5]"]
 
 
-def test_neighbouring_floats_get_the_same_canonical_value():
-    # The two volume-weighted prices of one real bar, from two batchings of the same trades.
-    assert canonical_float(9666.257696875004) == canonical_float(9666.257696875)
-    assert canonical_float(0.1 + 0.2) == canonical_float(0.3)
+def test_floats_are_hashed_at_full_precision_and_rounded_only_when_asked():
+    # The two volume-weighted prices of one real bar from two batchings of the old float sums:
+    # distinct values hash distinctly now; float_bits=32 still lumps them together on request.
+    assert canonical_float(9666.257696875004) != canonical_float(9666.257696875)
+    assert canonical_float(9666.257696875004, 32) == canonical_float(9666.257696875, 32)
+    assert canonical_float(0.1 + 0.2, 32) == canonical_float(0.3, 32)
+
+
+def test_a_one_lot_difference_changes_the_bar_hash(trades):
+    # The real BTCUSDT 1d bar, and the same bar with 0.001 BTC (one lot), 3e-5 BTC or a
+    # 1e-12 relative more volume: each hashes differently (the old 32-bit rounding did not
+    # tell the last one apart).
+    day = reference_bars(trades, "1d").iloc[0]
+    base = {**bar_row(symbol="BTCUSDT", timeframe="1d", ts=int(day.name), close=float(day["close"])),
+            "open": float(day["open"]), "high": float(day["high"]), "low": float(day["low"]),
+            "vwap": float(day["vwap"]), "trade_count": int(day["trade_count"])}  # fmt: skip
+    fields = canonical_fields(BAR)
+
+    def digest(volume: float, bits: int = 53) -> str:
+        hasher = StreamHasher("bars", fields, float_bits=bits)
+        hasher.update(encode_rows(bars({**base, "volume": volume}), fields, bits))
+        return hasher.hexdigest
+
+    assert digest(day["volume"] + 0.001) != digest(day["volume"])
+    assert digest(day["volume"] + 3e-5) != digest(day["volume"])
+    tiny = day["volume"] * 1e-12  # far below 2**-32 relative: the old rounding hashed it equal
+    assert digest(day["volume"] + tiny) != digest(day["volume"])
+    assert digest(day["volume"] + tiny, bits=32) == digest(day["volume"], bits=32)
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False, min_value=-1e300, max_value=1e300))
-def test_rounding_keeps_32_bits_and_is_idempotent(x):
-    rounded = canonical_float(x)
+def test_rounding_keeps_the_asked_bits_and_is_idempotent(x):
+    rounded = canonical_float(x, 32)
     assert abs(rounded - x) <= abs(x) * 2.0**-32
-    assert canonical_float(rounded) == rounded
+    assert canonical_float(rounded, 32) == rounded
+    assert canonical_float(x) == x or x == 0.0  # the default keeps every bit
     assert round_significand(np.array([x]), 53)[0] == x or x == 0.0
 
 
@@ -213,7 +249,7 @@ def _shard_channels(ticks: pa.RecordBatch, batch_rows: int, num_shards: int) -> 
     channels: list[list[tuple]] = [[] for _ in range(num_shards)]
 
     def send(shard, emits):
-        channels[shard].extend((DATA, stream, batch) for stream, batch in emits if stream == "bars")
+        channels[shard].extend(Data(stream, batch) for stream, batch in emits if stream == "bars")
 
     for start in range(0, ticks.num_rows, batch_rows):
         batch = ticks.slice(start, batch_rows)
@@ -222,10 +258,10 @@ def _shard_channels(ticks: pa.RecordBatch, batch_rows: int, num_shards: int) -> 
         watermark = int(batch.column("ts")[-1].as_py())
         for shard in range(num_shards):
             send(shard, engines[shard].on_watermark(watermark))
-            channels[shard].append((WATERMARK, watermark))
+            channels[shard].append(Watermark(watermark))
     for shard in range(num_shards):
         send(shard, engines[shard].on_eof())
-        channels[shard].append((EOF,))
+        channels[shard].append(END_OF_STREAM)
     return channels
 
 
@@ -258,7 +294,7 @@ def test_sharded_arrival_order_never_changes_the_bars_hash(trades, num_shards, s
     assert got == reference
     assert counters["out_of_order"] == 0 and counters["pending"] == 0
     # Independently: the chain over the SET of confirmed rows sorted by (bar end, symbol, timeframe, ts).
-    rows = pa.Table.from_batches([m[2] for c in sharded for m in c if m[0] == DATA]).to_pandas()
+    rows = pa.Table.from_batches([m.batch for c in sharded for m in c if isinstance(m, Data)]).to_pandas()
     rows = rows[rows["status"] == "confirmed"].copy()
     length = {"1s": 10**9, "1m": MINUTE, "5m": 5 * MINUTE, "1d": 26 * 60 * MINUTE}
     rank = {"1s": 0, "1m": 1, "5m": 2, "1d": 5}

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from actors import load_kind
+from graph.registry import load_kind
 from actors.file_replay import FileReplay
 from actors.replayer import MAX_SLEEP_NS, REPLAY_RUN_ID_KEY, Replayer, parse_time_ns, replay_run_id
 from db.jobs import read_job
@@ -374,28 +374,11 @@ def test_missing_tick_data_table_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- job_runs
 
 
-def test_completed_replay_is_a_job_row(tmp_path):
-    jobs = f"sqlite:///{tmp_path / 'jobs.db'}"
-    wall = FakeWall()
-    source = replayer(params(files=[TRADES, QUOTES], symbols=["BTCUSDT"], job_database_url=jobs), wall)
-    log = pull(source)
-    source.close()
-    row = read_job(jobs, source.run_id)
-    got = ticks_of(log)
-    assert row["job_name"] == "replay" and row["status"] == "completed" and row["error_message"] is None
-    assert (row["rows_written"], row["min_ts"], row["max_ts"]) == (19_998, got["ts"].min(), got["ts"].max())
-    assert row["symbols"] == ["BTCUSDT"] and row["provider"] == "tardis"
-    assert row["started_at"] == row["completed_at"] == wall.start  # burst: no time passed on the fake clock
-    assert row["metadata"]["providers_seen"] == ["binance-futures"]
-    assert {replay_run_id(e[1]) for e in log if isinstance(e, tuple)} == {source.run_id}
-
-
-def test_file_removed_mid_run_fails_the_replay_and_the_job(tmp_path):
-    jobs = f"sqlite:///{tmp_path / 'jobs.db'}"
+def test_file_removed_mid_run_fails_the_replay(tmp_path):
     for name in (MESSAGES, BOOKS):
         shutil.copy(FIXTURES / name, tmp_path / Path(name).name)
     p = params(
-        base_dir=tmp_path, job_database_url=jobs, batch_interval_ms=100,
+        base_dir=tmp_path, batch_interval_ms=100,
         files=[{**LOBSTER, "message_file": Path(MESSAGES).name, "orderbook_file": Path(BOOKS).name}],
     )  # fmt: skip
     source = Replayer(p, OperatorContext("replay"), block_bytes=64 << 10)
@@ -406,21 +389,41 @@ def test_file_removed_mid_run_fails_the_replay_and_the_job(tmp_path):
         for _ in events:
             pass
     source.close()
-    row = read_job(jobs, source.run_id)
-    assert row["status"] == "failed"
-    assert row["error_message"].startswith("FileNotFoundError:") and "message_1.csv disappeared" in row["error_message"]
-    assert 0 < row["rows_written"] < 57_515
 
 
-def test_stopped_replay_is_cancelled(tmp_path):
-    jobs = f"sqlite:///{tmp_path / 'jobs.db'}"
-    source = replayer(params(files=[TRADES], batch_rows=1_000, batch_interval_ms=0, job_database_url=jobs))
-    events = source.events()
-    assert next(events)[0] == "ticks" and isinstance(next(events), Watermark)
-    source.close()  # the host stops the source before it is exhausted
-    row = read_job(jobs, source.run_id)
-    assert (row["status"], row["rows_written"]) == ("cancelled", 1_000)
-    assert row["metadata"]["ticks"] == 1_000
+@pytest.mark.parametrize("speed", [0.0, 50.0])
+@pytest.mark.parametrize("cut", [1, 7, 40])
+def test_a_restored_replay_continues_exactly_where_its_snapshot_was_taken(tmp_path, speed, cut):
+    # A checkpoint is taken between two events; a new replayer restored from it emits the
+    # rest: the two parts together are the uninterrupted stream, row for row (quarantine too).
+    bad = tmp_path / "trades.csv"
+    lines = (FIXTURES / TRADES["path"]).read_text().splitlines()
+    lines.insert(300, "binance-futures,BTCUSDT,oops,1,2,buy,9682,0.1")  # one malformed row
+    bad.write_text("\n".join(lines[:2_000]) + "\n")
+    p = params(files=[{"format": "tardis_trades", "path": str(bad)}, QUOTES], batch_rows=97, speed=speed,
+               end="2020-02-22T00:05:00Z")  # fmt: skip
+    whole = pull(replayer(p, FakeWall()))
+    first = replayer(p, FakeWall())
+    events, head = first.events(), []
+    while sum(1 for e in head if isinstance(e, tuple)) < cut:
+        event = next(events)
+        if event is not IDLE:
+            head.append(event)
+    state = first.snapshot()
+    first.close()
+    second = replayer(p, FakeWall())
+    second.restore(state)
+    tail = pull(second)
+
+    def rows(log, stream):
+        batches = [e[1] for e in log if isinstance(e, tuple) and e[0] == stream]
+        return pa.Table.from_batches(batches).to_pylist() if batches else []
+
+    for stream in ("ticks", "quarantine"):
+        assert rows(head, stream) + rows(tail, stream) == rows(whole, stream), stream
+    assert second.metrics()["ticks"] == first.metrics()["ticks"] + sum(
+        e[1].num_rows for e in tail if isinstance(e, tuple) and e[0] == "ticks")  # fmt: skip
+    assert second.metrics()["symbols_seen"] == ["BTCUSDT"]
 
 
 def test_without_a_job_table_the_run_id_is_still_unique():

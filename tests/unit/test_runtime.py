@@ -14,9 +14,9 @@ import zlib
 import pyarrow as pa
 import pytest
 
-import actors
+from graph import registry
 from graph.operator import Operator, Params
-from graph.runtime import DATA, EOF, WATERMARK, HostConfig, LocalTransport, NodeFailure, NodeHost, Route, partition_batch, shard_of
+from graph.runtime import END_OF_STREAM, Data, Watermark, HostConfig, LocalTransport, NodeFailure, NodeHost, Route, partition_batch, shard_of
 from graph.schemas import TICK
 
 
@@ -49,7 +49,7 @@ class Recorder(Operator):
 
 @pytest.fixture(autouse=True)
 def recorder_kind(monkeypatch):
-    monkeypatch.setitem(actors.KINDS, "recorder", "tests.unit.test_runtime:Recorder")
+    monkeypatch.setitem(registry.KINDS, "recorder", "tests.unit.test_runtime:Recorder")
     Recorder.log = []
 
 
@@ -84,13 +84,13 @@ def host(node_id: str, inputs: list[str], shard: int = 0, num_shards: int = 1) -
 def test_watermark_is_the_minimum_over_input_channels():
     sink = host("sink", ["a#0", "b#0"])
     sink.connect([], LocalTransport({}))
-    sink.push("a#0", [(WATERMARK, 10)])
-    sink.push("b#0", [(WATERMARK, 20)])
-    sink.push("a#0", [(WATERMARK, 30)])
-    sink.push("b#0", [(WATERMARK, 25)])
-    sink.push("a#0", [(EOF,)])
+    sink.push("a#0", [Watermark(10)])
+    sink.push("b#0", [Watermark(20)])
+    sink.push("a#0", [Watermark(30)])
+    sink.push("b#0", [Watermark(25)])
+    sink.push("a#0", [END_OF_STREAM])
     assert [e[3] for e in Recorder.log if e[2] == "wm"] == [10, 20, 25]
-    sink.push("b#0", [(WATERMARK, 40), (EOF,)])
+    sink.push("b#0", [Watermark(40), END_OF_STREAM])
     kinds = [e[2] for e in Recorder.log]
     assert kinds == ["wm", "wm", "wm", "wm", "eof"]
     assert [e[3] for e in Recorder.log if e[2] == "wm"] == [10, 20, 25, 40]
@@ -100,9 +100,9 @@ def test_watermark_is_the_minimum_over_input_channels():
 def test_eof_waits_for_every_channel():
     sink = host("sink", ["a#0", "b#0"])
     sink.connect([], LocalTransport({}))
-    sink.push("a#0", [(EOF,)])
+    sink.push("a#0", [END_OF_STREAM])
     assert not sink.finished and not any(e[2] == "eof" for e in Recorder.log)
-    sink.push("b#0", [(EOF,)])
+    sink.push("b#0", [END_OF_STREAM])
     assert sink.finished and Recorder.log[-1][2] == "eof"
 
 
@@ -140,7 +140,7 @@ def test_data_watermark_eof_flow_through_a_keyed_two_shard_node():
     hosts[("down", 0)].connect([], transport)
     hosts[("down", 1)].connect([], transport)
     symbols = ["AMZN", "BTCUSDT", "AAPL", "MSFT"]
-    hosts[("up", 0)].push("src#0", [(DATA, "ticks", ticks(symbols)), (WATERMARK, 5), (EOF,)])
+    hosts[("up", 0)].push("src#0", [Data("ticks", ticks(symbols)), Watermark(5), END_OF_STREAM])
     down = [e for e in Recorder.log if e[0] == "down"]
     received = sorted(s for e in down if e[2] == "batch" for s in e[3])
     assert received == sorted(symbols)
@@ -156,12 +156,12 @@ def test_operator_error_names_the_node_and_stops_the_upstream():
     hosts[("up", 0)].connect([Route("down", frozenset({"out"}), None, 1)], transport)
     hosts[("down", 0)].connect([], transport)
     with pytest.raises(NodeFailure, match=r"node 'down' \(shard 0\) failed: ValueError: price column exploded") as info:
-        hosts[("up", 0)].push("src#0", [(DATA, "ticks", ticks(["BOOM"]))])
+        hosts[("up", 0)].push("src#0", [Data("ticks", ticks(["BOOM"]))])
     assert info.value.node_id == "down"
     assert "Traceback" in info.value.details
     # a failed host refuses further work with the same error
     with pytest.raises(NodeFailure, match="node 'down'"):
-        hosts[("up", 0)].push("src#0", [(DATA, "ticks", ticks(["AMZN"]))])
+        hosts[("up", 0)].push("src#0", [Data("ticks", ticks(["AMZN"]))])
 
 
 def test_route_streams_filter_what_a_target_receives():
@@ -169,7 +169,7 @@ def test_route_streams_filter_what_a_target_receives():
     transport = LocalTransport(hosts)
     hosts[("up", 0)].connect([Route("down", frozenset({"other"}), None, 1)], transport)
     hosts[("down", 0)].connect([], transport)
-    hosts[("up", 0)].push("src#0", [(DATA, "ticks", ticks(["AMZN"])), (EOF,)])
+    hosts[("up", 0)].push("src#0", [Data("ticks", ticks(["AMZN"])), END_OF_STREAM])
     assert [e[2] for e in Recorder.log if e[0] == "down"] == ["eof"]
     assert hosts[("up", 0)].metrics()["rows_out"] == {"out": 1}
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors import load_kind
+from graph.registry import load_kind
 from actors.normalizer import Normalizer
 from actors.parquet_sink import (
     BAR_FILE_SCHEMA,
@@ -142,16 +142,15 @@ def test_parquet_files_derive_from_the_arrow_schemas(tmp_path):
         )
 
     (bar_file,) = tmp_path.glob("bars/**/*.parquet")
-    assert (
-        pq.read_schema(bar_file).remove_metadata().equals(as_stored(BAR, ("symbol", "timeframe", "status")))
-    )
-    assert BAR_FILE_SCHEMA.equals(as_stored(BAR, ("symbol", "timeframe", "status")))
+    expected = as_stored(BAR, ("symbol", "timeframe", "status")).append(pa.field("revision", pa.int64(), nullable=False))
+    assert pq.read_schema(bar_file).remove_metadata().equals(expected)
+    assert BAR_FILE_SCHEMA.equals(expected)
     (quarantine_file,) = tmp_path.glob("quarantine/*.parquet")
     assert pq.read_schema(quarantine_file).remove_metadata().equals(as_stored(QUARANTINE))
     assert QUARANTINE_FILE_SCHEMA.equals(as_stored(QUARANTINE))
-    # read back as a dataset: the BAR columns minus status, partition columns recovered
+    # read back as a dataset: the BAR columns minus status, partition columns recovered, revision
     dataset_schema = bars_dataset(tmp_path).schema
-    assert dataset_schema.names == [f.name for f in BAR if f.name != "status"]
+    assert dataset_schema.names == [f.name for f in BAR if f.name != "status"] + ["revision"]
     assert PARTITION_COLUMNS == ("symbol", "timeframe")
     for field in BAR:
         if field.name != "status":

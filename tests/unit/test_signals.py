@@ -17,7 +17,7 @@ import ta
 from pydantic import ValidationError
 
 from actors import indicators as ind
-from actors import load_kind
+from graph.registry import load_kind
 from actors.file_replay import FileReplay
 from actors.signals import (
     BollingerParams,

@@ -100,11 +100,32 @@ def test_confirmed_bars_are_stored_exactly_and_forming_rows_ignored(tmp_path):
     pd.testing.assert_frame_equal(stored, expected, check_dtype=False, check_exact=True)
     assert stored["ts"].dtype == np.int64 and stored["trade_count"].dtype == np.int64
     assert stored["trade_count"].sum() == 2 * 11_419  # every execution once per timeframe
-    assert metrics["rows_written"] == {"bars_ohlcv": 465, "quarantine": 0, "signals": 0, "tick_data": 0}
+    assert metrics["rows_written"] == {"bars_ohlcv": 465, "bars_partial": 0, "quarantine": 0, "signals": 0, "tick_data": 0}
     assert metrics["forming_ignored"] == 465
     assert metrics["flushes"] >= 5  # batch_rows=100 split the writes
     only_5m = read_bars(sqlite_url(db), symbol="AMZN", timeframe="5m")
     assert list(only_5m["timeframe"].unique()) == ["5m"] and len(only_5m) == 78
+
+
+def test_partial_bars_are_kept_apart_and_never_replace_a_final_bar(tmp_path):
+    # A session stopped inside the last 5m bar, and a restarted session whose first 1m bar
+    # began before it: both are partial. The final table keeps the confirmed bars only.
+    db = tmp_path / "bars.db"
+    bars = lobster_bars()
+    last_5m = bars.index[bars["timeframe"] == "5m"][-1]
+    first_1m = bars.index[bars["timeframe"] == "1m"][0]
+    cut = bars.loc[[last_5m, first_1m]].assign(status="partial", volume=1.0, trade_count=1)
+    confirmed = bars.drop(index=[last_5m])
+    batches = [("bars", b) for b in bar_stream(confirmed)] + [("bars", pa.RecordBatch.from_pandas(cut, schema=BAR, preserve_index=False))]
+    metrics = write(db, batches)
+    assert metrics["rows_written"]["bars_ohlcv"] == 464 and metrics["rows_written"]["bars_partial"] == 2
+    assert metrics["forming_ignored"] == 464  # partial rows are stored, not ignored
+    final = read_bars(sqlite_url(db))
+    expected = confirmed.drop(columns="status").sort_values(BAR_KEY, ignore_index=True)
+    pd.testing.assert_frame_equal(final, expected, check_dtype=False, check_exact=True)  # the first 1m bar kept whole
+    partial = read_bars(sqlite_url(db), partial=True)
+    assert list(zip(partial["timeframe"], partial["ts"])) == sorted(zip(cut["timeframe"], cut["ts"]))
+    assert set(partial["volume"]) == {1.0}
 
 
 def test_running_the_job_twice_leaves_byte_identical_rows(tmp_path):
@@ -142,7 +163,7 @@ def test_a_bar_sent_again_with_new_values_is_updated_in_place(tmp_path):
 def test_quarantine_rows_are_stored_with_nulls_kept(tmp_path):
     db = tmp_path / "q.db"
     metrics = write(db, [("quarantine", quarantine_rows())])
-    assert metrics["rows_written"] == {"bars_ohlcv": 0, "quarantine": 3, "signals": 0, "tick_data": 0}
+    assert metrics["rows_written"] == {"bars_ohlcv": 0, "bars_partial": 0, "quarantine": 3, "signals": 0, "tick_data": 0}
     stored = read_quarantine(sqlite_url(db))
     expected = quarantine_rows().to_pandas().sort_values(["run_id", "source", "position"], ignore_index=True)
     pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
