@@ -5,7 +5,10 @@ fills, ``fills``/``equity``/``trades`` (any of them; recognised by their columns
 shard of the ``pre_paper`` node feeds this one sink (parallelism 1), so one run has one
 directory; the layout is in :mod:`pre_paper.artifacts`. The files are rewritten every
 ``flush_interval_ms`` of wall clock (at the next input or watermark), at end-of-stream,
-and when the run is aborted (a failed or cancelled run keeps its audit, marked so).
+and when the run is aborted (a failed or cancelled run keeps its audit, marked so). A
+checkpoint flushes; a restore after a restart takes back what was written after it
+(:meth:`pre_paper.artifacts.AuditWriter.resume`), so the audit of a recovered run is that
+of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -97,6 +100,15 @@ class PrePaperAudit(Operator):
         if not self._finished:
             self._finished = True
             self.writer.finish("aborted")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The writer's state after a flush (picklable) and the rows received."""
+        return {"writer": self.writer.checkpoint(), "rows": self._rows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the run directory from a :meth:`snapshot` (see the module docstring)."""
+        self.writer.resume(state["writer"])
+        self._rows = state["rows"]
 
     def metrics(self) -> dict[str, Any]:
         """``run_dir`` and rows received."""

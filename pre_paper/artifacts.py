@@ -19,6 +19,7 @@ sees half a file and a crashed run leaves its audit up to the last flush.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -125,7 +126,9 @@ class AuditWriter:
             folder = "signals" if stream == "decisions" else "paper"
             part = self.parts.get(stream, 0)
             path = self.run_dir / folder / f"{stream}-{part:05d}.parquet"
-            table = pa.Table.from_batches(batches).sort_by([("symbol", "ascending"), ("ts", "ascending")])
+            table = pa.Table.from_batches(batches)
+            time = "ts" if "ts" in table.schema.names else "entry_ts"  # TRADE rows: by entry time
+            table = table.sort_by([("symbol", "ascending"), (time, "ascending")])
             write_parquet(table, path)
             self.parts[stream] = part + 1
             self.files.append(str(path.relative_to(self.run_dir)))
@@ -138,6 +141,35 @@ class AuditWriter:
         self.state = outcome
         self.flush()
         self._log.close()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Flush, then the writer's state (picklable): what :meth:`resume` needs to continue exactly."""
+        self.flush()
+        self._log.flush()
+        return {
+            "checks": copy.deepcopy(self.checks), "symbols": copy.deepcopy(self.symbols), "parts": dict(self.parts),
+            "files": list(self.files), "started_ns": self.started_ns, "log_bytes": self._log.tell(),
+        }  # fmt: skip
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` of the same run directory after a restart.
+
+        What was written after the checkpoint is taken back (it will be received again):
+        the log is cut to its length then, Parquet parts written since are deleted, and the
+        JSON files are rewritten from the checkpoint's state.
+        """
+        self.checks, self.symbols = copy.deepcopy(state["checks"]), copy.deepcopy(state["symbols"])
+        self.parts, self.files, self.started_ns = dict(state["parts"]), list(state["files"]), state["started_ns"]
+        self._log.flush()
+        self._log.truncate(state["log_bytes"])
+        self._log.seek(0, os.SEEK_END)
+        kept = set(self.files)
+        for folder in ("signals", "paper"):
+            for path in sorted((self.run_dir / folder).glob("*.parquet")):
+                if str(path.relative_to(self.run_dir)) not in kept:
+                    path.unlink()
+        self.outputs = {}
+        self.flush()
 
     def manifest(self) -> dict[str, Any]:
         """``pre_paper_manifest.json``: identity, backtest atom, runtime config, history status, summary."""
