@@ -1,7 +1,8 @@
 """Backtest-live parity: the live pre-paper graph (config/pre_paper.yaml) with its source swapped
 for a replay of the fixture day's ticks emits exactly the decisions the backtest of the same
 manifest emitted for the same bars after warm-up -- same bars, same decisions, same order: a
-hash of both signal streams matches. At speed 0 over the whole fixture day(s) on Ray, and at
+hash of both signal streams matches. At speed 0 over the whole fixture day(s) on Ray (with the
+pre_paper actor killed mid-replay: a restart from the last checkpoint changes nothing), and at
 speed 0 and 20 over a 200-second window (1s bars) in-process; the whole day at speed 20 takes
 25 minutes and runs with TICKGRAPH_SLOW_TESTS=1.
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +28,7 @@ import yaml
 
 from backtest.hashing import table_sha256
 from graph.build import build_graph
+from graph.partition import shard_of
 from graph.spec import load_graph
 from pre_paper.graphs import manifest_overrides
 from pre_paper.manifest import load_promoted
@@ -39,11 +43,15 @@ GOLDEN = (
 )
 
 
-def pre_paper_graph(tmp_path: Path, manifest: Path, replay: dict, *, shards: int = 1, backend: str = "local") -> tuple[dict, Path]:
+def pre_paper_graph(tmp_path: Path, manifest: Path, replay: dict, *, shards: int = 1, backend: str = "local",
+                    kill: Callable[[Any], Callable[[int, Any], None]] | None = None) -> tuple[dict, Path, Any]:  # fmt: skip
     """Run config/pre_paper.yaml (its store node left out) with the source swapped for a replay.
 
+    Args:
+        kill: given the run, the ``on_progress`` hook that kills an actor (checkpoints every 250 ms).
+
     Returns:
-        (the pre_paper node's metrics per shard, the audit directory).
+        (the pre_paper node's metrics per shard, the audit directory, the run).
     """
     doc = yaml.safe_load((CONFIG / "pre_paper.yaml").read_text())
     doc["nodes"] = [n for n in doc["nodes"] if n["id"] != "store"]
@@ -53,11 +61,14 @@ def pre_paper_graph(tmp_path: Path, manifest: Path, replay: dict, *, shards: int
     overrides += [
         f"pre_paper.cache={tmp_path / 'cache.db'}", "pre_paper.providers=[]", f"audit.path={tmp_path / 'audit'}",
         'pre_paper.calendars={"AMZN": "XNYS", "default": "24/7"}', f"pre_paper.parallelism={shards}", "bars.parallelism=1",
+        f"runtime.checkpoint_dir={tmp_path / 'checkpoints'}", f"runtime.checkpoint_interval_ms={250 if kill else 0}",
+        *(["runtime.pump_events=2"] if kill else []),
     ]  # fmt: skip
     loaded = load_graph(path, overrides, env={})
-    result = build_graph(loaded, backend=backend).run()
+    run = build_graph(loaded, backend=backend)
+    result = run.run(on_progress=kill(run) if kill else None)
     metrics = {h["shard"]: h["operator"] for h in result.hosts if h["node_id"] == "pre_paper"}
-    return metrics, tmp_path / "audit" / "parity"
+    return metrics, tmp_path / "audit" / "parity", run
 
 
 def emitted(audit: Path) -> pa.Table:
@@ -87,10 +98,24 @@ def assert_parity(audit: Path, manifest: Path, symbols: tuple[str, ...], until: 
 
 @pytest.mark.golden
 @pytest.mark.ray
-def test_a_replayed_fixture_day_on_ray_emits_the_backtests_signals(tmp_path, ray_session):
+def test_a_replayed_fixture_day_on_ray_emits_the_backtests_signals_through_a_dead_actor(tmp_path, ray_session):
+    """The pre_paper actor holding AMZN is killed mid-replay, after a checkpoint: the run restarts
+    from it (global rollback) and its signals, statuses and audit are still the backtest's."""
     require_golden(*GOLDEN)
     manifest = manifest_1m()
-    metrics, audit = pre_paper_graph(tmp_path, manifest, {"files": tick_files(), "speed": 0}, shards=2, backend="ray")
+    killed: list[int] = []
+
+    def kill(run):
+        def on_progress(rows: int, watermark) -> None:
+            if not killed and rows >= 30_000 and run.last_complete is not None:
+                killed.append(rows)
+                ray_session.kill(run.hosts[("pre_paper", shard_of("AMZN", 2))], no_restart=True)
+
+        return on_progress
+
+    replay = {"files": tick_files(), "speed": 0, "batch_rows": 4096}  # small batches: progress to kill in
+    metrics, audit, run = pre_paper_graph(tmp_path, manifest, replay, shards=2, backend="ray", kill=kill)
+    assert killed and run.restarts >= 1, "the kill happened and the run restarted"
     firsts = assert_parity(audit, manifest, ("AMZN", "BTCUSDT"))
     backtest = pq.read_table(manifest.parent / "decisions.parquet")
     for symbol, first in firsts.items():  # the first decision is the 41st bar (31 warm-up + 10 margin)
@@ -121,7 +146,7 @@ def test_a_replayed_window_at_speed_0_and_20_emits_the_backtests_signals(tmp_pat
     require_golden(GOLDEN[1])
     manifest = manifest_1s()
     replay = {"files": [{"format": "tardis_trades", "path": str(TARDIS_TRADES)}], "speed": speed, **WINDOW}
-    _, audit = pre_paper_graph(tmp_path, manifest, replay)
+    _, audit, _ = pre_paper_graph(tmp_path, manifest, replay)
     until = stamp(WINDOW["end"])
     assert_parity(audit, manifest, ("BTCUSDT",), until=until)
     assert emitted(audit).num_rows >= 60  # a minute and more of decisions after the 31-bar warm-up
@@ -132,5 +157,5 @@ def test_a_replayed_window_at_speed_0_and_20_emits_the_backtests_signals(tmp_pat
 def test_the_whole_fixture_day_at_speed_20(tmp_path):
     require_golden(*GOLDEN)
     manifest = manifest_1m()
-    _, audit = pre_paper_graph(tmp_path, manifest, {"files": tick_files(), "speed": 20, "max_gap_ms": 60_000})
+    _, audit, _ = pre_paper_graph(tmp_path, manifest, {"files": tick_files(), "speed": 20, "max_gap_ms": 60_000})
     assert_parity(audit, manifest, ("AMZN", "BTCUSDT"))
