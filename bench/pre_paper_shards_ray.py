@@ -1,6 +1,11 @@
 """Fifty symbols as pre-paper shards on Ray at once, from one multi-symbol manifest, each with its
-own status. The ticks are SYNTHETIC (a seeded random walk per symbol, one trade per 15 s for
-an hour); the manifest is a real backtest of them.
+own status -- the issue's "50 symbols" check, a bench (too heavy for the test suite's budget).
+
+    python bench/pre_paper_shards_ray.py [--num-cpus 2]
+
+The ticks are SYNTHETIC (a seeded random walk per symbol, one trade per 15 s for an hour);
+the manifest is a real backtest of them. It asserts every symbol's outcome and prints the
+wall times:
 
     S00..S24  cache warm (17 historical bars before the hour)  -> SUFFICIENT from the start
     S25..S44  cache empty                                       -> NO-SIGNALS for 16 bars, then
@@ -10,25 +15,32 @@ an hour); the manifest is a real backtest of them.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
-from backtest.config import parse_run_config
-from backtest.hashing import table_sha256
-from backtest.runner import run_backtest
-from graph.build import build_graph
-from graph.schemas import TICK
-from graph.spec import load_graph
-from pre_paper.cache import HistoryCache
-from pre_paper.graphs import manifest_overrides
-from tests.conftest import CONFIG
-from tests.prepaper import MINUTE, NS, stamp
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backtest.config import parse_run_config  # noqa: E402
+from backtest.hashing import table_sha256  # noqa: E402
+from backtest.runner import run_backtest  # noqa: E402
+from graph.build import build_graph  # noqa: E402
+from graph.schemas import TICK  # noqa: E402
+from graph.spec import load_graph  # noqa: E402
+from pre_paper.cache import HistoryCache  # noqa: E402
+from pre_paper.graphs import manifest_overrides  # noqa: E402
+from tests.conftest import CONFIG  # noqa: E402
+from tests.prepaper import MINUTE, NS, stamp  # noqa: E402
 
 SYMBOLS = [f"S{i:02d}" for i in range(50)]
 T0 = stamp("2024-03-05T00:00:00Z")
@@ -56,8 +68,9 @@ def synthetic_ticks(path) -> None:
     pq.write_table(table, path)
 
 
-@pytest.mark.ray
-def test_fifty_symbols_run_as_shards_on_ray_each_with_its_own_status(tmp_path, ray_session):
+def run(tmp_path: Path) -> dict[str, float]:
+    """Backtest, cache, pre-paper graph on Ray, checks; returns the timings (s)."""
+    started = time.perf_counter()
     ticks = tmp_path / "ticks.parquet"
     synthetic_ticks(ticks)
     doc = {
@@ -88,7 +101,9 @@ def test_fifty_symbols_run_as_shards_on_ray_each_with_its_own_status(tmp_path, r
         "bars.parallelism=1", "pre_paper.parallelism=2", f"pre_paper.cache={tmp_path / 'cache.db'}", "pre_paper.providers=[]",
         'pre_paper.calendars={"default": "24/7"}', "pre_paper.safety_margin_bars=8", f"audit.path={tmp_path / 'audit'}",
     ]  # fmt: skip
+    graph_started = time.perf_counter()
     result = build_graph(load_graph(path, overrides, env={}), backend="ray").run()
+    graph_s = time.perf_counter() - graph_started
 
     shards = {h["shard"]: h["operator"]["symbols"] for h in result.hosts if h["node_id"] == "pre_paper"}
     assert set(shards) == {0, 1} and all(len(s) > 10 for s in shards.values())  # both shards carry symbols
@@ -113,3 +128,29 @@ def test_fifty_symbols_run_as_shards_on_ray_each_with_its_own_status(tmp_path, r
         mine = decided.filter(pc.equal(decided["symbol"], symbol)).sort_by("ts")
         theirs = backtest.filter(pc.equal(backtest["symbol"], symbol)).sort_by("ts").slice(16)
         assert table_sha256(mine) == table_sha256(theirs), symbol
+    return {"setup_s": graph_started - started, "graph_s": graph_s}
+
+
+def main() -> None:
+    """Run it once on a private Ray instance and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-cpus", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    from graph.cluster import start_private_ray
+
+    start_private_ray(num_cpus=args.num_cpus, dashboard=False, configure_logging=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = run(Path(tmp))
+    finally:
+        ray.shutdown()
+    bars = len(SYMBOLS) * 60
+    print(f"{len(SYMBOLS)} symbols x 60 1m bars on 2 pre_paper shards (Ray, {args.num_cpus} CPUs): every status as expected")
+    print(f"  backtest + cache setup {figures['setup_s']:.1f} s; graph (build, replay, drain) {figures['graph_s']:.1f} s "
+          f"= {bars / figures['graph_s']:.0f} bars/s end to end")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
