@@ -109,6 +109,7 @@ def test_a_silent_feed_degrades_the_history_and_a_backfill_recovers_it(server, t
         f"pre_paper.cache={tmp_path / 'cache.db'}", "pre_paper.staleness_grace_s=180", "pre_paper.backfill_retry_s=0",
         f'pre_paper.providers=[{{"kind": "alpaca", "url": "{server.url("", scheme="http")}"}}]',
         f"audit.path={tmp_path / 'audit'}", "audit.flush_interval_ms=0", f"store.url=sqlite:///{tmp_path / 'db.sqlite'}",
+        f"runtime.checkpoint_dir={tmp_path / 'checkpoints'}",
     ]  # fmt: skip
     run = build_graph(load_graph(path, overrides, env={}), backend="local")
     runner = run.hosts[("pre_paper", 0)].op.runners["AMZN"]
