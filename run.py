@@ -81,7 +81,7 @@ def _fail(message: str, code: int) -> int:
 
 
 #: tickgraph's packages, shipped to the workers of a cluster joined with ``--address``.
-PACKAGES = ("actors", "backtest", "commands", "db", "graph", "parity", "service", "strategies")
+PACKAGES = ("actors", "backtest", "commands", "db", "graph", "parity", "pre_paper", "service", "strategies")
 
 
 def _start_ray(args: argparse.Namespace) -> dict[str, Any]:

@@ -52,6 +52,7 @@ __all__ = [
     "load_manifest",
     "strategy_node_params",
     "verify_artifacts",
+    "verify_run",
     "prune",
 ]
 
@@ -249,6 +250,25 @@ def verify_artifacts(root: Path) -> VerifyReport:
         report.problems += problems
         previous = entry.manifest_hash
     return report
+
+
+def verify_run(run_dir: Path) -> list[str]:
+    """Re-hash one kept run and check its link in its artifacts directory's chain (reads only).
+
+    The pre-paper runner refuses a manifest this finds a problem with: the run's
+    ``run_manifest.json`` must match its ``manifest_hash``, every listed artifact its size
+    and SHA-256, and ``chain.jsonl`` (in ``run_dir``'s parent) must record the run with
+    that hash after the run its ``chain_prev`` names.
+
+    Returns:
+        One sentence per problem (empty: the run verifies).
+    """
+    root = run_dir.parent
+    chain = read_chain(root)
+    for i, entry in enumerate(chain):
+        if entry.run_hash == run_dir.name:
+            return _check_run(run_dir, entry, chain[i - 1].manifest_hash if i else None)
+    return [f"run {run_dir.name}: not recorded in {root / CHAIN} (a run directory outside its artifacts chain)"]
 
 
 def _check_run(run_dir: Path, entry: ChainEntry, previous: str | None) -> list[str]:

@@ -5,6 +5,7 @@
     python run.py query "SQL"                  -> commands/query.py
     python run.py backtest run CONFIG.json    -> commands/backtest.py
     python run.py serve ...                   -> commands/serve.py
+    python run.py pre-paper --manifest M      -> commands/pre_paper.py
 
 ``python run.py --graph ...`` (no subcommand) runs a graph (``run.py`` itself).
 """
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "query": "commands.query",
     "backtest": "commands.backtest",
     "serve": "commands.serve",
+    "pre-paper": "commands.pre_paper",
 }
 
 

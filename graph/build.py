@@ -11,7 +11,7 @@ redeploys it from the last checkpoint when an actor dies.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from graph.failures import NodeFailure, find_node_failure
 from graph.host import HostConfig, HostGroup, NodeHost
@@ -233,6 +233,7 @@ def deploy(
     import ray
 
     actor_class = ray.remote(HostGroup)
+    placement = _placement(loaded.spec.runtime.placement)
     run_tag = run_id[:6] + (f"-r{attempt}" if attempt else "")
     hosts = {}
     groups = []
@@ -244,6 +245,7 @@ def deploy(
                 name=f"{loaded.spec.name}.{'+'.join(node_ids)}#{shard}.{run_tag}",
                 max_restarts=0,  # a dead actor is replaced by a restart of the whole graph (graph/driver.py)
                 max_concurrency=1,
+                scheduling_strategy=placement(len(groups)),
             ).remote(configs)
             groups.append((handle, configs))
             for config in configs:
@@ -266,6 +268,20 @@ def deploy(
         deployment.shutdown()
         raise
     return deployment
+
+
+def _placement(mode: str) -> Callable[[int], Any]:
+    """Actor number -> Ray scheduling strategy. ``spread``: round-robin over the alive
+    nodes with CPUs, in node-id order (a soft node affinity: a node that is gone or full
+    falls back to Ray's choice), so consecutive actors -- the shards of a keyed node --
+    land on different nodes. Ray's own ``SPREAD`` is best-effort and may pack them."""
+    if mode != "spread":
+        return lambda _: "DEFAULT"
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    return lambda index: NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
 
 
 def build_graph(loaded: LoadedGraph, backend: str = "ray", run_id: str | None = None, *, resume: bool = False, record: bool = True):

@@ -201,7 +201,16 @@ class GraphRun:
         self.deployment.abort(str(failure), write=False)
         self.recoveries.append({"failure": str(failure), "detected_s": round(at_s, 3), "checkpoint": restore})
         self.last_complete = restore
-        self.deployment = self._deploy(restore)
+        while True:
+            try:
+                self.deployment = self._deploy(restore)
+                break
+            except NodeFailure as again:  # e.g. placed on a node not yet known to be dead
+                if not self._restartable(again):
+                    raise
+                self.restarts += 1
+                _log.warning("%s while redeploying; restart %d of %d", again, self.restarts, self.max_restarts)
+                time.sleep(min(5.0, 0.5 * self.restarts))  # let Ray notice the lost node
         self.record.beat(force=True, restarts=self.restarts, checkpoint=restore, last_failure=str(failure))
 
     def _drive(self, on_progress: Callable | None, stop_now: Callable[[], bool], started: float) -> None:

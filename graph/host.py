@@ -549,6 +549,12 @@ class HostGroup:
         """Step hosted source ``source`` (see :meth:`NodeHost.pump`)."""
         return self.hosts[source].pump(max_events, stop=stop, checkpoint=checkpoint)
 
+    def node_id(self) -> str:
+        """The hex id of the Ray node this actor runs on (placement, ``runtime.placement``)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def metrics(self) -> list[dict[str, Any]]:
         """Metrics of every hosted shard."""
         return [host.metrics() for host in self.hosts.values()]

@@ -37,6 +37,9 @@ KINDS: dict[str, str] = {
     "execution": "actors.execution:Execution",
     "portfolio": "actors.portfolio:Portfolio",
     "bar_replay": "actors.bar_replay:BarReplay",
+    # pre-paper: a promoted backtest on live bars, and its audit artifacts
+    "pre_paper": "actors.pre_paper:PrePaper",
+    "pre_paper_audit": "actors.pre_paper_audit:PrePaperAudit",
     # sinks
     "sql_store": "actors.store:SqlStore",
     "parquet_sink": "actors.parquet_sink:ParquetSink",

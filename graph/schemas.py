@@ -41,6 +41,7 @@ __all__ = [
     "TRADE",
     "EQUITY",
     "BOOK",
+    "PRE_PAPER_EVENT",
 ]
 
 ORIGIN_LIVE = "live"
@@ -295,3 +296,23 @@ EQUITY = pa.schema(
 
 #: ``EQUITY.symbol`` of the whole book's rows.
 BOOK = "*"
+
+# ----------------------------------------------------------------------------- pre-paper
+#: One entry of a pre-paper run's audit trail (``actors/pre_paper.py``), per symbol, in the
+#: order it happened. ``kind``: ``start`` (``detail``: the run's identity and runtime
+#: config), ``check`` (a history check: ``detail`` = ``HistoryCheckResult.to_dict()``),
+#: ``status`` (a status change), ``no_signals`` (a NO-SIGNALS period began or ended:
+#: ``detail`` says which, the bars suppressed and why), ``end`` (``detail``: the symbol's
+#: execution summary). ``clock_ns`` is the runner's clock (the wall clock live, the
+#: watermark in a replayed session), ``ts`` the open time of the bar involved (null: none).
+PRE_PAPER_EVENT = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("clock_ns", pa.int64(), nullable=False),  # the runner's clock, ns UTC
+        pa.field("ts", pa.int64()),  # bar open time, ns UTC (null: no bar)
+        pa.field("kind", pa.string(), nullable=False),  # start | check | status | no_signals | end
+        pa.field("status", pa.string()),  # sufficient | loading | degraded
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),  # JSON object
+    ]
+)

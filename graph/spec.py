@@ -109,6 +109,10 @@ class RuntimeSettings(BaseModel):
             actor dies, before the run fails (``graph/driver.py``).
         job_database_url: record the run in ``job_runs`` there (default: a source's
             ``job_database_url`` param, if any).
+        placement: where Ray puts the node actors: ``default`` (Ray's default: pack onto
+            nodes with free resources, the driver's node first) or ``spread``
+            (round-robin over the cluster's nodes, so the shards of a keyed node run on
+            different machines; ``graph/build.py``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -120,6 +124,7 @@ class RuntimeSettings(BaseModel):
     checkpoint_dir: str = Field(default="out/checkpoints", validate_default=True)
     max_restarts: int = Field(default=3, ge=0, le=100)
     job_database_url: str | None = None
+    placement: Literal["default", "spread"] = "default"
 
     @field_validator("checkpoint_dir")
     @classmethod

@@ -114,10 +114,10 @@ STATE = web.AppKey("state", ServiceState)
 
 
 def _installers() -> list[Callable[[web.Application], None]]:
-    from service.routes import bars, cockpit, exports, ingest, metrics, parity, replay, signals, ws
+    from service.routes import backtests, bars, cockpit, exports, ingest, metrics, parity, replay, signals, ws
 
     return [bars.install, ws.install, replay.install, signals.install, exports.install, parity.install,
-            metrics.install, ingest.install, cockpit.install]  # fmt: skip
+            metrics.install, ingest.install, cockpit.install, backtests.install]  # fmt: skip
 
 
 #: This package's route modules, one per resource (see service/routes/).
@@ -126,8 +126,8 @@ ROUTE_INSTALLERS: list[Callable[[web.Application], None]] = []
 # -- mount point for route modules of other packages ------------------------------------
 #: Functions ``install(app: web.Application) -> None`` that add routes to the service, run
 #: after ours; each may read ``app[STATE]`` and register documented operations with
-#: ``service.openapi.add``. The backtests' ``/runs`` and ``/presets`` (backtest/api.py) are
-#: mounted here, e.g. ``EXTRA_ROUTE_INSTALLERS.append(backtest.api.install)``.
+#: ``service.openapi.add``. (The backtests' ``/runs`` and ``/presets`` are ours:
+#: ``service/routes/backtests.py``.)
 EXTRA_ROUTE_INSTALLERS: list[Callable[[web.Application], None]] = []
 
 

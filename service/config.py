@@ -79,6 +79,10 @@ class ServiceConfig:
             bars written by other processes (the graph's store actor) can be.
         public_url: the URL replay graphs use to publish their bars into this service
             (default ``http://<host>:<port>``, loopback for a wildcard host).
+        backtest_root: the backtests' artifacts directory served at ``/runs`` and
+            ``/presets`` (``backtest/api.py``); None: no backtest routes.
+        backtest_base_dir: where relative data paths of posted run configs resolve
+            (None: the current directory).
     """
 
     store_url: str
@@ -97,6 +101,8 @@ class ServiceConfig:
     cache_bars: int = 200_000
     cache_ttl_s: float = 2.0
     public_url: str | None = None
+    backtest_root: Path | None = Path("artifacts") / "backtests"
+    backtest_base_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

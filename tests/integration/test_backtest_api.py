@@ -8,18 +8,20 @@ import asyncio
 import json
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from backtest.api import add_backtest_routes
 from backtest.manifest import HASHED
+from service.app import create_app
+from service.config import ServiceConfig
 from tests.backtests import config_doc
 
 
 @pytest.fixture
 async def client(tmp_path):
-    app = web.Application()
-    add_backtest_routes(app, root=tmp_path / "artifacts", base_dir=tmp_path)
+    # the service's own app (an empty store): the backtest routes are mounted in it
+    config = ServiceConfig(store_url=f"sqlite:///{tmp_path / 'store.db'}", port=0, export_dir=tmp_path / "exports",
+                           backtest_root=tmp_path / "artifacts", backtest_base_dir=tmp_path)  # fmt: skip
+    app = create_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
 

@@ -24,7 +24,7 @@ def main_store(tmp_path_factory) -> tuple[str, dict, Path]:
 def service_config(url: str, tmp: Path, **kwargs) -> ServiceConfig:
     """A loopback config over ``url`` whose exports go under ``tmp`` (the catalog too, unless given)."""
     kwargs.setdefault("catalog_dir", tmp / "catalog")
-    return ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", **kwargs)
+    return ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", backtest_root=tmp / "backtests", **kwargs)
 
 
 @pytest.fixture

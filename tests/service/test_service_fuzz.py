@@ -47,7 +47,8 @@ def live(main_store, tmp_path_factory):
     url, _, store_dir = main_store
     tmp = tmp_path_factory.mktemp("fuzz")
     launcher = RecordingLauncher()
-    config = ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", catalog_dir=store_dir / "catalog")
+    config = ServiceConfig(store_url=url, host="127.0.0.1", port=0, export_dir=tmp / "exports", backtest_root=tmp / "backtests",
+                           backtest_base_dir=tmp, catalog_dir=store_dir / "catalog")  # fmt: skip
     server = ServiceServer(create_app(config, launcher=launcher), "127.0.0.1", 0)
     server.start()
     yield server.url
