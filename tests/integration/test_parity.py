@@ -46,6 +46,11 @@ def run_parity(tmp_path, *overrides: str, backend: str = "local", name: str = "r
     return summary, url
 
 
+def _digests(root):
+    """SHA-256 of every file of a catalog, by path relative to it."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity_baseline")
@@ -91,6 +96,9 @@ def test_the_bars_hash_is_the_same_for_every_run_shard_count_and_batching(baseli
     # the signals too, bit for bit (every row, sorted by key; created_at is wall time)
     got, want = (read_table(u, "signals").drop_columns(["created_at"]) for u in (url, expected_url))
     assert got.num_rows == want.num_rows > 0 and got.equals(want)
+    # the ticks and per-tick signals in the tick catalog: the same files, byte for byte
+    catalogs = [_digests(tmp_path / "run_catalog"), _digests(baseline[2] / "run_catalog")]
+    assert catalogs[0] == catalogs[1] and any(name.startswith("signals/") for name in catalogs[0])
     forming = [s["operator"]["ordering"]["bars"] for s in summary["nodes"]["parity"]["shards"]]
     assert forming[0]["out_of_order"] == 0 and forming[0]["pending"] == 0
 
