@@ -97,7 +97,7 @@ from actors.bar_kernels import (
 )
 from actors.string_codes import string_codes
 from actors.sessions import DEFAULT_SESSION, Session, SessionCalendar
-from graph.operator import Emit, Operator, OperatorContext, Params
+from graph.operator import Emit, Operator, OperatorContext, Params, check_snapshot_version
 from graph.params import Timeframe
 from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, BAR_FORMING, BAR_PARTIAL, ORIGIN_LIVE, QUARANTINE
 from graph.schemas import QUARANTINE_ROW, quarantine_row
@@ -701,8 +701,7 @@ class BarEngine(Operator):
         Raises:
             ValueError: unknown snapshot version, or different timeframes.
         """
-        if state.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"bars snapshot version {state.get('version')!r}, expected {_SNAPSHOT_VERSION}")
+        check_snapshot_version(state, _SNAPSHOT_VERSION, "bars")
         mine = [TIMEFRAMES[tf] for tf in self._timeframes]
         if state["timeframes"] != mine:
             raise ValueError(f"bars snapshot has timeframes {state['timeframes']}, this engine has {mine}")

@@ -45,7 +45,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from graph.operator import Emit, Operator, OperatorContext, Params
+from graph.operator import Emit, Operator, OperatorContext, Params, check_snapshot_version
 from graph.params import OutputDir
 from graph.schemas import BAR, BAR_CONFIRMED, BAR_CORRECTED, QUARANTINE
 
@@ -272,8 +272,7 @@ class ParquetSink(Operator):
         Raises:
             ValueError: a snapshot of another version.
         """
-        if state.get("version") != 1:
-            raise ValueError(f"parquet_sink snapshot version {state.get('version')!r}, expected 1")
+        check_snapshot_version(state, 1, "parquet_sink")
 
         def buffer(batches: list[pa.RecordBatch]) -> _Buffer:
             out = _Buffer()

@@ -46,7 +46,7 @@ from catalog.writer import DEFAULT_FILE_SPAN_S, CatalogWriter, check_file_span
 from db.engine import StoreError, async_url, create_engine, describe_db_error, mask_url, secret_forms, upsert_sql
 from db.engine import writable_store_url
 from db.tables import create_tables, tick_data
-from graph.operator import Emit, Operator, OperatorContext, Params
+from graph.operator import Emit, Operator, OperatorContext, Params, check_snapshot_version
 from graph.params import OutputDir
 from graph.schemas import ORIGIN_LIVE, TICK
 
@@ -200,8 +200,7 @@ class Recorder(Operator):
         Raises:
             ValueError: a snapshot of another version.
         """
-        if state.get("version") != 2:
-            raise ValueError(f"recorder snapshot version {state.get('version')!r}, expected 2")
+        check_snapshot_version(state, 2, "recorder")
         self.writer.restore(state["catalog"])
         self._recorded, self._skipped = state["recorded"], state["skipped"]
         if self._table is not None:

@@ -75,7 +75,7 @@ from actors.clock import ClockMode, MarketClock
 from actors.file_replay import FileSpec, TickMerge, input_keys, new_stats, skip_merged, take_rows
 from actors.source_shards import Partition, ShardPlan
 from db.engine import absolute_sqlite_url, mask_url, writable_store_url
-from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle
+from graph.operator import IDLE, Emit, OperatorContext, Source, Watermark, _Idle, check_snapshot_version
 from graph.operator import Params as BaseParams
 from graph.params import OutputPath
 from graph.schemas import ORIGIN_REPLAY, QUARANTINE, TICK
@@ -513,8 +513,7 @@ class Replayer(Source):
         Raises:
             ValueError: a snapshot of another version, or taken after the stream started here.
         """
-        if state.get("version") != 1:
-            raise ValueError(f"replay snapshot version {state.get('version')!r}, expected 1")
+        check_snapshot_version(state, 1, "replay")
         if self._started:
             raise ValueError("a replay can only be restored before it starts")
         self._emitted, self._quarantine_emitted = state["emitted"], state["quarantine_emitted"]

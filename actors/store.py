@@ -64,7 +64,7 @@ from db.engine import (
 )
 from db import cache as bar_cache
 from db.tables import bars_ohlcv, bars_partial, create_tables, quarantine, signals, tick_data
-from graph.operator import Emit, Operator, OperatorContext, Params
+from graph.operator import Emit, Operator, OperatorContext, Params, check_snapshot_version
 from graph.schemas import BAR_CONFIRMED, BAR_CORRECTED, BAR_PARTIAL
 
 _log = logging.getLogger("tickgraph.store")
@@ -329,8 +329,7 @@ class SqlStore(Operator):
         Raises:
             ValueError: a snapshot of another version.
         """
-        if state.get("version") != 1:
-            raise ValueError(f"sql_store snapshot version {state.get('version')!r}, expected 1")
+        check_snapshot_version(state, 1, "sql_store")
         self._written = {**self._written, **state["written"]}
         self._forming_ignored, self._flushes = state["forming_ignored"], state["flushes"]
 

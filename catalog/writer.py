@@ -60,6 +60,7 @@ from catalog.layout import (
     stream_schema,
     utc_date,
 )
+from graph.operator import check_snapshot_version
 
 __all__ = ["ROW_GROUP_ROWS", "DEFAULT_FILE_SPAN_S", "CatalogWriter", "check_file_span", "read_file", "write_parquet"]
 
@@ -225,8 +226,7 @@ class CatalogWriter:
         Raises:
             ValueError: a snapshot of another version.
         """
-        if state.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"{self.owner}: catalog snapshot version {state.get('version')!r}, expected {_SNAPSHOT_VERSION}")
+        check_snapshot_version(state, _SNAPSHOT_VERSION, f"{self.owner}: catalog")
         self._pending = {s: _Pending(list(b), list(lows), rows) for s, (b, lows, rows) in state["pending"].items()}
         self._cut = state["cut"]
         self._written = dict(state["written"])

@@ -33,6 +33,7 @@ __all__ = [
     "Params",
     "Operator",
     "Source",
+    "check_snapshot_version",
 ]
 
 #: One output of an operator: (output stream name, Arrow batch of that stream's schema).
@@ -202,3 +203,18 @@ class Source:
 
     def restore(self, state: Any) -> None:
         """Resume from the offset returned by :meth:`snapshot` (called right after construction)."""
+
+
+def check_snapshot_version(state: dict[str, Any], expected: int, what: str) -> None:
+    """Refuse a snapshot written by another version of an operator's state layout.
+
+    Args:
+        state: the dict a ``snapshot()`` returned (its ``"version"`` key).
+        expected: the version this code writes and reads.
+        what: the operator, for the message (``bars``, ``sql_store``, ...).
+
+    Raises:
+        ValueError: ``{what} snapshot version {found!r}, expected {expected}``.
+    """
+    if state.get("version") != expected:
+        raise ValueError(f"{what} snapshot version {state.get('version')!r}, expected {expected}")

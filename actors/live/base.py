@@ -77,7 +77,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from actors.live.keys import Secret, redact
 from actors.live.parsing import FrameError, QuarantineRows, TickRows
-from graph.operator import IDLE, Emit, OperatorContext, Params, Source, Watermark
+from graph.operator import IDLE, Emit, OperatorContext, Params, Source, Watermark, check_snapshot_version
 from graph.schemas import QUARANTINE, TICK, watermark_rows
 from graph.watermarks import WatermarkGenerator
 
@@ -565,8 +565,7 @@ class LiveSource(Source):
         Raises:
             ValueError: a snapshot of another version.
         """
-        if state.get("version") != 1:
-            raise ValueError(f"{self.provider} snapshot version {state.get('version')!r}, expected 1")
+        check_snapshot_version(state, 1, self.provider)
         self._sequences.last = dict(state["last_ids"])
         self._emitted_ids = {key[0]: seq for key, seq in state["last_ids"].items()}
         self._emitted, self._newest_emitted = state["emitted"], state["newest"]
