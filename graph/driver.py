@@ -172,8 +172,11 @@ class GraphRun:
                 if failure is None and isinstance(exc, Exception):
                     failure = NodeFailure("driver", 0, f"{type(exc).__name__}: {exc}", actor_died=is_actor_death(exc))
                 if failure is not None and self._restartable(failure):
-                    self._restart(failure, time.perf_counter() - started)
-                    continue
+                    try:
+                        self._restart(failure, time.perf_counter() - started)
+                        continue
+                    except NodeFailure as again:  # the redeploy itself failed for good: the run failed
+                        failure = again
                 error = str(failure) if failure is not None else None
                 self.deployment.abort(error)
                 self.record.finish("failed" if failure is not None else "cancelled", error)

@@ -94,3 +94,28 @@ def test_any_graph_naming_a_job_database_is_recorded(tmp_path):
     run.run()
     row = read_job(url, run.run_id)
     assert (row["job_name"], row["status"]) == ("graph", "completed")
+
+
+def test_a_restart_whose_redeploy_fails_records_the_run_failed(tmp_path):
+    # In-process stand-ins for what only Ray produces: an actor death mid-run (raised from
+    # the progress hook) and a redeploy that fails with an operator error (not restartable).
+    path, url = graph(tmp_path, trades_and_quotes(), source={"batch_rows": 500})
+    run = build_graph(load_graph(str(path), env={}), backend="local")
+    run._restartable = lambda failure: failure.actor_died  # the local backend never restarts
+    died = []
+
+    def on_progress(rows: int, watermark) -> None:
+        if not died:
+            died.append(rows)
+            raise NodeFailure("bars", 0, "ActorDiedError: The actor died unexpectedly", actor_died=True)
+
+    def redeploy(restore):
+        raise NodeFailure("store", 0, "OSError: [Errno 28] No space left on device")
+
+    run._deploy = redeploy
+    with pytest.raises(NodeFailure, match=r"node 'store' \(shard 0\) failed: OSError"):
+        run.run(on_progress=on_progress)
+    row = read_job(url, run.run_id)
+    assert row["status"] == "failed"  # never left 'running' by the failed restart
+    assert row["error_message"] == "node 'store' (shard 0) failed: OSError: [Errno 28] No space left on device"
+    assert run.restarts == 1 and died
